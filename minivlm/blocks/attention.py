@@ -1,0 +1,111 @@
+"""Multi-head attention, written once for every model in minivlm.
+
+Self-attention (ViT, CLIP, LLaMA), cross-attention (BLIP's text attending to the image), causal
+and padding masks, grouped-query KV heads (LLaMA 2/3) and rotary embeddings all go through this
+one module. Two interchangeable kernels compute the same thing:
+
+* "manual": scores = q k^T * scale, mask, softmax, weighted sum of v — the textbook formula;
+* "sdpa":   torch's fused `F.scaled_dot_product_attention`, the fast path.
+
+tests/test_blocks.py proves them equal. Switch globally with `set_attention_impl("manual")`.
+"""
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .rotary import apply_rotary
+
+_IMPL = {"name": "sdpa"}
+
+
+def set_attention_impl(name):
+    """Choose the kernel for every Attention module that does not set its own."""
+    if name not in ("sdpa", "manual"):
+        raise ValueError(f"attention impl must be 'sdpa' or 'manual', got {name!r}")
+    _IMPL["name"] = name
+
+
+def get_attention_impl():
+    return _IMPL["name"]
+
+
+def attention_probs(q, k, mask=None, scale=None):
+    """softmax(q k^T * scale) over the keys a query may see: (B, H, Lq, Lk), float32."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # (B, H, Lq, Lk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1)
+    if mask is not None:
+        # A query that may see no key at all (a padded row) gets zeros, as sdpa gives it.
+        probs = probs.masked_fill(~mask, 0.0)
+    return probs
+
+
+def attention_manual(q, k, v, mask=None, scale=None, dropout_p=0.0):
+    """q (B, H, Lq, Dh), k/v (B, H, Lk, Dh), mask bool broadcastable to (B, H, Lq, Lk)."""
+    probs = F.dropout(attention_probs(q, k, mask, scale), p=dropout_p).to(v.dtype)
+    return torch.matmul(probs, v)  # (B, H, Lq, Dh)
+
+
+def attention_sdpa(q, k, v, mask=None, scale=None, dropout_p=0.0):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+
+
+KERNELS = {"manual": attention_manual, "sdpa": attention_sdpa}
+
+
+class Attention(nn.Module):
+    """q/k/v projections -> heads -> (rotary) -> (cache) -> kernel -> merge heads -> o_proj.
+
+    num_kv_heads < num_heads gives grouped-query attention: each KV head serves
+    num_heads / num_kv_heads consecutive query heads (Ainslie et al. 2023).
+    kv_dim != dim makes it a cross-attention whose keys/values come from another stream.
+    """
+
+    def __init__(self, dim, num_heads, *, num_kv_heads=None, head_dim=None, kv_dim=None,
+                 qkv_bias=True, out_bias=True, scale=None, dropout=0.0, impl=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = head_dim or dim // num_heads
+        if num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+        self.scale = self.head_dim ** -0.5 if scale is None else scale
+        self.dropout = dropout
+        self.impl = impl  # None: follow set_attention_impl
+        kv_dim = kv_dim or dim
+        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, dim, bias=out_bias)
+
+    def forward(self, x, context=None, mask=None, rope=None, cache=None, return_probs=False):
+        """x (B, Lq, D); context (B, Lk, D_kv) or None for self-attention; mask bool (B|1, 1|H, Lq, Lk);
+        rope = (cos, sin) each (B, Lq, Dh); cache = a LayerCache that keeps k, v across calls."""
+        source = x if context is None else context
+        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", d=self.head_dim)
+        k = rearrange(self.k_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
+        v = rearrange(self.v_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
+        if rope is not None:
+            q, k = apply_rotary(q, k, *rope)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H_kv, T, Dh): all positions so far
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:  # share each KV head with its group of query heads
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        dropout_p = self.dropout if self.training else 0.0
+        if return_probs:  # for pictures: the by-hand path exposes the attention map
+            probs = attention_probs(q, k, mask, self.scale)
+            out = torch.matmul(probs.to(v.dtype), v)
+        else:
+            kernel = KERNELS[self.impl or _IMPL["name"]]
+            out = kernel(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
+        out = self.o_proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, Lq, D)
+        return (out, probs) if return_probs else out
+
+    def extra_repr(self):
+        return (f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, "
+                f"impl={self.impl or 'global'}")

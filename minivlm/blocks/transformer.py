@@ -1,0 +1,42 @@
+"""The pre-norm transformer layer and stack shared by ViT, CLIP/SigLIP text and every vision tower.
+
+    x = x + attn(norm1(x))      # tokens exchange information
+    x = x + mlp(norm2(x))       # each token is transformed on its own
+
+Pre-norm (Xiong et al. 2020) keeps the residual stream un-normalised, which is why vision
+towers add a final norm after the stack. BERT/BLIP text uses post-norm and has its own layer.
+"""
+from torch import nn
+
+from .attention import Attention
+from .mlp import MLP
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim, num_heads, mlp_dim, act="gelu", eps=1e-5, qkv_bias=True, dropout=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_dim, act=act)
+
+    def forward(self, x, mask=None):  # (B, N, D) -> (B, N, D)
+        x = x + self.attn(self.norm1(x), mask=mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class Encoder(nn.Module):
+    """A stack of EncoderLayers that can hand back every intermediate hidden state."""
+
+    def __init__(self, num_layers, **layer_kwargs):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
+
+    def forward(self, x, mask=None, output_hidden_states=False):
+        """Returns (last, hidden_states); hidden_states[0] is the input, [i] the output of layer i."""
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, mask=mask)
+            if output_hidden_states:
+                hidden_states.append(x)
+        return x, (tuple(hidden_states) if output_hidden_states else None)

@@ -1,0 +1,20 @@
+"""`python -m minivlm <command>`: each command is a module in minivlm/commands with
+add_arguments(parser) and run(args)."""
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "parity": "compare every supported family (or a local checkpoint) with the transformers reference",
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minivlm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"minivlm.commands.{name}")
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    code = importlib.import_module(f"minivlm.commands.{args.command}").run(args)
+    sys.exit(code or 0)

@@ -1,0 +1,14 @@
+"""Parity cases per family; `all_cases()` is what `python -m minivlm parity` runs."""
+import importlib
+
+from .harness import FP32_TOLERANCE, ParityCase, format_table, run_case
+
+# One module per family, each with a CASES list. A new family adds its name here.
+FAMILIES = ["vit"]
+
+
+def all_cases(families=None):
+    cases = []
+    for name in families or FAMILIES:
+        cases += importlib.import_module(f"{__name__}.{name}").CASES
+    return cases

@@ -1,0 +1,2 @@
+from .config import VisionConfig
+from .vit import PatchEmbedding, VisionTransformer

@@ -1,0 +1,123 @@
+"""The Vision Transformer (Dosovitskiy et al. 2020), the one vision tower of minivlm.
+
+    image (B, 3, H, W)
+      -> patchify: a conv with kernel = stride = patch size      (B, N, D), N = H/p * W/p
+      -> [CLS] token prepended (if class_token)                 (B, 1 + N, D)
+      -> + learned 1-D position embeddings
+      -> (pre_norm) -> pre-norm encoder layers -> final norm
+      -> pooled vector (the pooler switch)
+
+CLIP, SigLIP and BLIP towers are this module with switches flipped (see vision/config.py).
+"""
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..blocks.activations import get_activation
+from ..blocks.transformer import Encoder
+from ..outputs import ModelOutput
+from .config import VisionConfig
+
+
+class PatchEmbedding(nn.Module):
+    """Cut the image into p x p patches and project each to D: a strided convolution.
+
+    The conv is exactly "unfold into patches, flatten each to 3*p*p numbers, apply one Linear";
+    tests/test_vit.py checks that equality.
+    """
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.proj = nn.Conv2d(cfg.num_channels, cfg.hidden_size, kernel_size=cfg.patch_size,
+                              stride=cfg.patch_size, bias=cfg.patch_bias)
+
+    def forward(self, pixel_values):  # (B, C, H, W) -> (B, N, D)
+        return rearrange(self.proj(pixel_values), "b d gh gw -> b (gh gw) d")
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.config = cfg
+        D = cfg.hidden_size
+        self.patch_embed = PatchEmbedding(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(D)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(cfg.num_positions, D))  # (1 + N, D)
+        self.pre_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.pre_norm else None
+        self.encoder = Encoder(cfg.num_layers, dim=D, num_heads=cfg.num_heads, mlp_dim=cfg.intermediate_size,
+                               act=cfg.hidden_act, eps=cfg.layer_norm_eps, qkv_bias=cfg.qkv_bias,
+                               dropout=cfg.attention_dropout)
+        self.final_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.final_norm != "none" else None
+        if cfg.pooler == "dense_tanh":
+            self.pooler = nn.Linear(D, cfg.pooler_output_size or D)
+            self.pooler_act = get_activation(cfg.pooler_act)
+        elif cfg.pooler == "attention":
+            from .pooling import AttentionPoolingHead  # SigLIP's MAP head
+            self.pooler = AttentionPoolingHead(cfg)
+        else:
+            self.pooler = None
+
+    def check_pixel_values(self, pixel_values, interpolate_pos_encoding):
+        cfg = self.config
+        if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a (batch, {cfg.num_channels}, H, W) tensor, got {shape}")
+        _, c, h, w = pixel_values.shape
+        if c != cfg.num_channels:
+            raise ValueError(f"pixel_values has {c} channels, the model expects {cfg.num_channels}")
+        if not interpolate_pos_encoding and (h, w) != cfg.image_hw:
+            raise ValueError(f"pixel_values are {h}x{w} but the model was trained at {cfg.image_hw[0]}x"
+                             f"{cfg.image_hw[1]}; resize them or pass interpolate_pos_encoding=True")
+        if h < cfg.patch_size or w < cfg.patch_size:
+            raise ValueError(f"an image of {h}x{w} is smaller than one {cfg.patch_size}x{cfg.patch_size} patch")
+
+    def position_embeddings(self, h, w):
+        """(1 + N, D) position table for an h x w input.
+
+        At another resolution the patch part is resized bicubically as a 2-D grid, following
+        DINO and HF's interpolate_pos_encoding; the [CLS] position is kept as is.
+        """
+        cfg, p = self.config, self.config.patch_size
+        if (h // p, w // p) == cfg.grid:
+            return self.pos_embed
+        n_cls = int(cfg.class_token)
+        cls_pos, patch_pos = self.pos_embed[:n_cls], self.pos_embed[n_cls:]
+        rows, cols = cfg.grid
+        grid = rearrange(patch_pos, "(gh gw) d -> 1 d gh gw", gh=rows, gw=cols)
+        grid = F.interpolate(grid, size=(h // p, w // p), mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, rearrange(grid, "1 d gh gw -> (gh gw) d")], dim=0)
+
+    def embed(self, pixel_values, interpolate_pos_encoding=False):
+        """pixel_values (B, C, H, W) -> token embeddings (B, [1 +] N, D), positions added."""
+        self.check_pixel_values(pixel_values, interpolate_pos_encoding)
+        pixel_values = pixel_values.to(self.patch_embed.proj.weight.dtype)
+        x = self.patch_embed(pixel_values)  # (B, N, D)
+        if self.cls_token is not None:
+            cls = self.cls_token.expand(x.shape[0], 1, -1)  # (B, 1, D)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
+        return x + self.position_embeddings(*pixel_values.shape[-2:])
+
+    def forward(self, pixel_values, interpolate_pos_encoding=False, output_hidden_states=False):
+        cfg = self.config
+        x = self.embed(pixel_values, interpolate_pos_encoding)
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
+        x, hidden_states = self.encoder(x, output_hidden_states=output_hidden_states)
+        if cfg.final_norm in ("sequence", "both"):
+            x = self.final_norm(x)
+        out = ModelOutput(last_hidden_state=x)  # (B, [1 +] N, D)
+        if cfg.pooler == "dense_tanh":
+            out.pooler_output = self.pooler_act(self.pooler(x[:, 0]))
+        elif cfg.pooler == "cls":
+            pooled = x[:, 0]  # (B, D)
+            if cfg.final_norm in ("pooled", "both"):
+                # CLIP normalises only the pooled token; BLIP normalises it a second time.
+                pooled = self.final_norm(pooled)
+            out.pooler_output = pooled
+        elif cfg.pooler == "attention":
+            out.pooler_output = self.pooler(x)
+        if output_hidden_states:
+            out.hidden_states = hidden_states
+        return out

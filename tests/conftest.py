@@ -1,0 +1,59 @@
+"""Shared test set-up: offline, deterministic, small thread count, and the --device option.
+
+    pytest                      # fp32 on CPU: the parity budget of DESIGN.md
+    pytest --device cuda        # adds bf16/fp16 parity on a GPU (tests marked `cuda`)
+    MINIVLM_CHECKPOINTS=DIR     # adds tests on real local HF snapshots (marked `checkpoints`)
+"""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"),
+                     help="cpu (default) or cuda: cuda adds the bf16/fp16 parity tests")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    return request.config.getoption("--device")
+
+
+@pytest.fixture(scope="session")
+def cuda_device(device):
+    """The GPU for bf16/fp16 parity; skips with the reason when none is asked for or present."""
+    if not device.startswith("cuda"):
+        pytest.skip("bf16/fp16 parity runs with --device cuda (or MINIVLM_DEVICE=cuda)")
+    if not torch.cuda.is_available():
+        pytest.skip(f"--device {device} given but torch sees no CUDA device")
+    return device
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir():
+    folder = os.environ.get("MINIVLM_CHECKPOINTS")
+    if not folder:
+        pytest.skip("real-checkpoint tests run when MINIVLM_CHECKPOINTS points at local HF snapshots")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_transformers():
+    try:
+        import transformers
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass

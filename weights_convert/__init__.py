@@ -1,0 +1,12 @@
+"""weights_convert: Hugging Face model folders in, minivlm models out — strictly.
+
+    model = weights_convert.load_pretrained("hf_dir")
+    proc = weights_convert.load_image_processor("hf_dir")
+    tok = weights_convert.load_tokenizer("hf_dir")
+"""
+from .engine import KeyMap, Rule, convert
+from .errors import (CheckpointError, MissingConfigError, MissingWeightsError, ShapeMismatchError,
+                     UnknownArchitectureError, UnusedWeightsError)
+from .load import load_pretrained
+from .processors import load_image_processor
+from .registry import ARCHITECTURES

@@ -1,0 +1,156 @@
+"""The one strict engine that turns a checkpoint's tensors into a minivlm state dict.
+
+A family describes its checkpoint as data, a KeyMap:
+
+    KeyMap(
+        rules=[Rule("encoder.layer.{i}.attention.attention.query.{wb}", "encoder.layers.{i}.attn.q_proj.{wb}"),
+               Rule("embeddings.cls_token", "cls_token", flatten), ...],
+        skip=["embeddings.position_ids"],                    # stored but not needed, on purpose
+        tied={"lm_head.weight": "embed_tokens.weight"})      # left out of the file, shares a tensor
+
+Placeholders in templates: {i} / {j} match a layer number, {wb} matches weight|bias,
+any other {name} matches one dotted name part. A rule may map one stored tensor to several model
+tensors (a fused qkv split into q, k, v) through its transform.
+
+`convert` is strict. Every model tensor must be filled exactly once, every stored tensor must be
+used or declared skipped, and shapes must agree — otherwise it raises, naming the keys as stored
+in the file, the shapes and the file.
+"""
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PATTERNS = {"i": r"\d+", "j": r"\d+", "wb": r"weight|bias"}
+
+
+def _compile(template):
+    """'a.{i}.b.{wb}' -> regex with named groups, dots escaped."""
+    parts, pos = [], 0
+    for m in _PLACEHOLDER.finditer(template):
+        parts.append(re.escape(template[pos:m.start()]))
+        name = m.group(1)
+        parts.append(f"(?P<{name}>{_PATTERNS.get(name, r'[A-Za-z0-9_]+')})")
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts) + r"\Z")
+
+
+@dataclass
+class Rule:
+    file: str                          # template of the key as stored
+    model: str | tuple                 # template(s) of minivlm key(s)
+    transform: callable = None         # tensor -> tensor, or -> tuple of tensors for a tuple of model keys
+
+    def __post_init__(self):
+        self.pattern = _compile(self.file)
+
+    def targets(self):
+        return self.model if isinstance(self.model, tuple) else (self.model,)
+
+
+@dataclass
+class KeyMap:
+    rules: list
+    skip: list = field(default_factory=list)       # file-key templates ignored on purpose
+    tied: dict = field(default_factory=dict)       # model key -> model key whose tensor it shares
+
+    def __post_init__(self):
+        self.rules = [r if isinstance(r, Rule) else Rule(*r) for r in self.rules]
+        self._skip = [_compile(s) for s in self.skip]
+
+    def __add__(self, other):
+        return KeyMap(self.rules + other.rules, self.skip + other.skip, {**self.tied, **other.tied})
+
+    def prefixed(self, file_prefix, model_prefix):
+        """The same map for a sub-model stored under file_prefix and living under model_prefix."""
+        return KeyMap([Rule(file_prefix + r.file, tuple(model_prefix + t for t in r.targets())
+                            if isinstance(r.model, tuple) else model_prefix + r.model, r.transform)
+                       for r in self.rules],
+                      [file_prefix + s for s in self.skip],
+                      {model_prefix + k: model_prefix + v for k, v in self.tied.items()})
+
+    def match(self, key):
+        """(rule, group values) of the first rule matching a stored key, or None."""
+        for rule in self.rules:
+            m = rule.pattern.match(key)
+            if m:
+                return rule, m.groupdict()
+        return None
+
+    def skipped(self, key):
+        return any(p.match(key) for p in self._skip)
+
+
+def _list(keys, limit=12):
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "\n  " + "\n  ".join(keys[:limit]) + more
+
+
+def convert(stored, keymap, expected, where="checkpoint"):
+    """stored: {file key: StoredTensor}; expected: the model's state_dict (for names and shapes).
+
+    Returns {model key: tensor} with every expected key filled; raises CheckpointError otherwise.
+    """
+    out, source, unused = {}, {}, []
+    for key, item in stored.items():
+        hit = keymap.match(key)
+        if hit is None:
+            if not keymap.skipped(key):
+                unused.append(f"{key} {tuple(item.tensor.shape)} in {item.file}")
+            continue
+        rule, groups = hit
+        targets = [t.format(**groups) for t in rule.targets()]
+        try:
+            tensors = rule.transform(item.tensor) if rule.transform else item.tensor
+        except Exception as e:
+            raise ShapeMismatchError(f"cannot convert {key} {tuple(item.tensor.shape)} from {item.file}: {e}") from None
+        tensors = tensors if isinstance(tensors, tuple) else (tensors,)
+        for target, tensor in zip(targets, tensors, strict=True):
+            if target not in expected:
+                unused.append(f"{key} {tuple(item.tensor.shape)} in {item.file} (would fill {target!r}, "
+                              f"which this model does not have)")
+                continue
+            if target in out:
+                raise CheckpointError(f"{target!r} is filled twice: by {source[target]} and by {key} ({item.file})")
+            want = tuple(expected[target].shape)
+            if tuple(tensor.shape) != want:
+                raise ShapeMismatchError(f"{key} in {item.file} has shape {tuple(item.tensor.shape)}"
+                                         f"{' (converted to ' + str(tuple(tensor.shape)) + ')' if tensor is not item.tensor else ''}"
+                                         f" but the model's {target!r} needs {want}")
+            out[target], source[target] = tensor, f"{key} ({item.file})"
+    if unused:
+        raise UnusedWeightsError(f"{len(unused)} tensor(s) in the {where} are not used by the model:{_list(unused)}\n"
+                                 f"(a wrong architecture or config, or a key map that lacks a rule)")
+    for key, twin in keymap.tied.items():
+        if key in expected and key not in out and twin in out:
+            out[key] = out[twin]
+    missing = [k for k in expected if k not in out]
+    if missing:
+        raise MissingWeightsError(f"{len(missing)} model tensor(s) are not in the {where}:{_list(missing)}")
+    return out
+
+
+# Transforms used by several families -------------------------------------------------------------
+
+def squeeze_leading(n):
+    """Drop n leading axes of size one: HF stores cls tokens as (1, 1, D), ViT positions as (1, N, D)."""
+    def transform(t):
+        if tuple(t.shape[:n]) != (1,) * n:
+            raise ValueError(f"expected {n} leading axes of size 1, got shape {tuple(t.shape)}")
+        return t.reshape(t.shape[n:])
+    return transform
+
+
+def split_in_three(t):
+    """A fused (3D, ...) q/k/v tensor -> its q, k, v thirds (BLIP's qkv, MultiheadAttention's in_proj)."""
+    if t.shape[0] % 3:
+        raise ValueError(f"a fused qkv tensor needs a first dimension divisible by 3, got {tuple(t.shape)}")
+    return tuple(t.chunk(3, dim=0))
+
+
+__all__ = ["Rule", "KeyMap", "convert", "squeeze_leading", "split_in_three", "CheckpointError"]

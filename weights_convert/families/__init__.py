@@ -1,0 +1,2 @@
+"""One module per model family; importing it registers its architectures."""
+from . import vit  # noqa: F401
