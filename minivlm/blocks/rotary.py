@@ -3,14 +3,76 @@
 Each pair of channels (i, i + Dh/2) of a head is rotated by the angle position * inv_freq[i].
 The dot product of a rotated query and key then depends only on their relative position.
 We use the "rotate half" pairing that HF LLaMA checkpoints are stored for (not interleaved pairs).
-How the frequencies are made (rope_theta, llama3 scaling ...) lives with the decoder config.
+
+How the frequencies are made is a small function per `rope_type` (HF's names, read from
+`config.rope_parameters`): "default", "linear" (position interpolation), "dynamic" (NTK-aware base
+growth past the trained length) and "llama3" (Llama 3.1's band-wise slow-down of low frequencies).
+`rope_inv_freq` picks one. None of these types rescales cos/sin (HF's attention_scaling is 1.0 for
+all of them), so there is no such factor here; yarn / longrope are not supported.
 """
+import math
+
 import torch
 
 
 def default_inv_freq(head_dim, theta=10000.0):
     """inv_freq[i] = theta^(-2i/Dh) for i < Dh/2."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def linear_inv_freq(head_dim, theta, factor):
+    """Position interpolation (Chen et al. 2023): positions / factor, i.e. every frequency / factor."""
+    return default_inv_freq(head_dim, theta) / factor
+
+
+def dynamic_inv_freq(head_dim, theta, factor, max_position_embeddings, seq_len):
+    """Dynamic NTK scaling: past the trained length the base grows with the sequence length.
+
+    HF recomputes this when max(position_ids) + 1 exceeds max_position_embeddings and returns to the
+    default frequencies below it. (HF keeps the largest length seen as state on the module; we compute
+    it from the positions of each call, which is the same within one generate.)
+    """
+    if seq_len <= max_position_embeddings:
+        return default_inv_freq(head_dim, theta)
+    base = theta * ((factor * seq_len / max_position_embeddings) - (factor - 1)) ** (head_dim / (head_dim - 2))
+    return default_inv_freq(head_dim, base)
+
+
+def llama3_inv_freq(head_dim, theta, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+    """Llama 3.1: wavelengths longer than original_len / low_freq_factor are slowed down by `factor`,
+    those shorter than original_len / high_freq_factor are kept, the band between is interpolated."""
+    inv_freq = default_inv_freq(head_dim, theta)
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = original_max_position_embeddings / low_freq_factor    # longer than this: / factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor  # shorter than this: untouched
+    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    out = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    middle = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(middle, blended, out)
+
+
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+
+
+def rope_inv_freq(rope_parameters, head_dim, max_position_embeddings, seq_len=None):
+    """inv_freq (Dh/2,) for HF's rope_parameters dict; seq_len = max(position_ids) + 1 (only "dynamic" uses it)."""
+    p = rope_parameters
+    kind = p.get("rope_type", p.get("type", "default"))
+    theta = p.get("rope_theta", 10000.0)
+    if p.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(f"partial_rotary_factor={p['partial_rotary_factor']} is not supported (expected 1.0)")
+    if kind == "default":
+        return default_inv_freq(head_dim, theta)
+    if kind == "linear":
+        return linear_inv_freq(head_dim, theta, p["factor"])
+    if kind == "dynamic":
+        return dynamic_inv_freq(head_dim, theta, p["factor"], max_position_embeddings,
+                                max_position_embeddings if seq_len is None else seq_len)
+    if kind == "llama3":
+        return llama3_inv_freq(head_dim, theta, p["factor"], p["low_freq_factor"], p["high_freq_factor"],
+                               p.get("original_max_position_embeddings", max_position_embeddings))
+    raise ValueError(f"rope_type {kind!r} is not supported; expected one of {ROPE_TYPES}")
 
 
 def rope_cos_sin(position_ids, inv_freq, dtype=torch.float32):
@@ -29,3 +91,25 @@ def apply_rotary(q, k, cos, sin):
     """q (B, H, L, Dh), k (B, H_kv, L, Dh); cos/sin (B, L, Dh) -> rotated q, k."""
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+class RotaryEmbedding:
+    """cos/sin for a decoder's positions, from HF's rope_parameters.
+
+    Not an nn.Module with an inv_freq buffer on purpose: `model.to(bfloat16)` would round the
+    frequencies; we keep them in float32 (computed on the fly, Dh/2 numbers) like HF's forward does.
+    """
+
+    def __init__(self, head_dim, rope_parameters, max_position_embeddings):
+        self.head_dim = head_dim
+        self.rope_parameters = dict(rope_parameters)
+        self.max_position_embeddings = max_position_embeddings
+        self.dynamic = self.rope_parameters.get("rope_type", self.rope_parameters.get("type")) == "dynamic"
+        self.inv_freq = rope_inv_freq(self.rope_parameters, head_dim, max_position_embeddings)  # (Dh/2,)
+
+    def __call__(self, position_ids, dtype=torch.float32):  # (B, L) -> cos, sin (B, L, Dh)
+        inv_freq = self.inv_freq
+        if self.dynamic:  # the base depends on how far the positions reach
+            seq_len = int(position_ids.max()) + 1
+            inv_freq = rope_inv_freq(self.rope_parameters, self.head_dim, self.max_position_embeddings, seq_len)
+        return rope_cos_sin(position_ids, inv_freq, dtype)

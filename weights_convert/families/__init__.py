@@ -1,2 +1,3 @@
 """One module per model family; importing it registers its architectures."""
 from . import vit  # noqa: F401
+from . import llama  # noqa: F401
