@@ -1,41 +1,39 @@
-"""load_image_processor: preprocessor_config.json -> a minivlm image processor.
+"""load_image_processor: preprocessor_config.json -> a minivlm ImageProcessor.
 
-Dispatches on image_processor_type; each family's processor lives in minivlm/processing.
+Dispatches on image_processor_type (what transformers 5 writes: the PIL class name without "Pil"),
+or on an old hub config's feature_extractor_type ("CLIPFeatureExtractor" -> CLIPImageProcessor).
+The processors themselves live in minivlm/processing/processors.py.
 """
 import json
 from pathlib import Path
 
-from minivlm.processing.image import ImageProcessor
+from minivlm.processing.processors import DEFAULTS, processor_from_config
 
 from .errors import CheckpointError, MissingConfigError
 
-FIELDS = ("resample", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
-          "image_std", "do_convert_rgb")
+# Every type minivlm reads; each maps to a set of HF class defaults in minivlm.processing.processors.
+PROCESSORS = sorted(DEFAULTS)
 
 
-def fixed_size_processor(cfg):
-    size = cfg.get("size", {"height": 224, "width": 224})
-    if isinstance(size, int):
-        size = {"height": size, "width": size}
-    if set(size) != {"height", "width"}:
-        raise CheckpointError(f"{cfg.get('image_processor_type')} needs size with height and width, got {size}")
-    kwargs = {k: cfg[k] for k in FIELDS if cfg.get(k) is not None}
-    return ImageProcessor(size=dict(size), **kwargs)
-
-
-PROCESSORS = {
-    "ViTImageProcessor": fixed_size_processor,
-}
+def processor_type(cfg):
+    kind = cfg.get("image_processor_type") or cfg.get("feature_extractor_type") or ""
+    kind = kind.replace("FeatureExtractor", "ImageProcessor")
+    return kind[:-3] if kind.endswith("Pil") else kind.removesuffix("Fast")
 
 
 def load_image_processor(folder):
     path = Path(folder) / "preprocessor_config.json"
     if not path.is_file():
         raise MissingConfigError(f"no preprocessor_config.json in {folder}")
-    cfg = json.loads(path.read_text())
-    kind = cfg.get("image_processor_type", "")
-    kind = kind[:-3] if kind.endswith("Pil") else kind.removesuffix("Fast")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    kind = processor_type(cfg)
     if kind not in PROCESSORS:
-        raise CheckpointError(f"image_processor_type {cfg.get('image_processor_type')!r} in {path} is not "
-                              f"supported; supported: {', '.join(sorted(PROCESSORS))}")
-    return PROCESSORS[kind](cfg)
+        raise CheckpointError(f"image_processor_type {kind or None!r} in {path} is not supported; "
+                              f"supported: {', '.join(PROCESSORS)}")
+    try:
+        return processor_from_config(kind, cfg)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
