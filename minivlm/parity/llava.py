@@ -1,0 +1,107 @@
+"""LLaVA parity cases: tiny LlavaForConditionalGeneration references over the merging corners.
+
+Each config is checked twice, like LLaMA's: with labels (logits at real positions, the loss and the
+projected image features) and without (logits, then greedy generate ids on the same left-padded
+batch; HF's generate would forward labels into every decode step, so those cases carry none).
+Prompts are random ids with runs of <image> tokens, one token per image feature, as the HF
+processor writes them; rows are padded on the left.
+"""
+import torch
+
+from .harness import ParityCase
+
+VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+              image_size=30, patch_size=6)                        # 5 x 5 = 25 patches
+TEXT = dict(vocab_size=71, hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, rms_norm_eps=1e-5,
+            initializer_range=0.1)  # larger than HF's 0.02: peaked attention, so position bugs show
+IMAGE_TOKEN = TEXT["vocab_size"] - 1
+PAD = 0
+
+# name -> (LlavaConfig overrides, text overrides, vision overrides, images per row).
+CONFIGS = {
+    "default-layer-2-gqa": (dict(), dict(), dict(), (1, 1)),
+    "full-layer-1-no-bias-tanh": (dict(vision_feature_select_strategy="full", vision_feature_layer=-1,
+                                       multimodal_projector_bias=False, projector_hidden_act="gelu_pytorch_tanh"),
+                                  dict(num_key_value_heads=4), dict(image_size=24, patch_size=4), (1, 1)),
+    "several-images-per-prompt": (dict(vision_feature_layer=1), dict(num_key_value_heads=1), dict(), (2, 0, 1)),
+    "layer-list-tied-mqa": (dict(vision_feature_layer=[-3, -1], tie_word_embeddings=True),
+                            dict(num_key_value_heads=1, num_attention_heads=2), dict(hidden_size=24), (1, 2)),
+    "no-image-prompt": (dict(), dict(), dict(), (0, 0)),
+}
+
+
+def features_per_image(config):
+    v = config.vision_config
+    size = v.image_size if isinstance(v.image_size, int) else v.image_size[0]
+    return (size // v.patch_size) ** 2 + int(config.vision_feature_select_strategy == "full")
+
+
+def llava_batch(config, generator, images_per_row, text_lengths=(11, 7, 5)):
+    """Left-padded (B, L) ids with one run of <image> tokens per image, and (I, 3, H, W) pixels."""
+    n = features_per_image(config)
+    rows = []
+    for r, k in enumerate(images_per_row):
+        length = text_lengths[r % len(text_lengths)]
+        text = torch.randint(3, config.image_token_index, (length,), generator=generator)
+        pieces, cuts = [], sorted(torch.randint(0, length + 1, (k,), generator=generator).tolist())
+        start = 0
+        for cut in cuts:  # images at random places in the text
+            pieces += [text[start:cut], torch.full((n,), config.image_token_index)]
+            start = cut
+        rows.append(torch.cat(pieces + [text[start:]]))
+    longest = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), longest), PAD)
+    attention_mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, longest - len(row):] = row
+        attention_mask[i, longest - len(row):] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if sum(images_per_row):
+        v = config.vision_config
+        hw = (v.image_size, v.image_size) if isinstance(v.image_size, int) else tuple(v.image_size)
+        inputs["pixel_values"] = torch.randn(sum(images_per_row), v.num_channels, *hw, generator=generator)
+    return inputs
+
+
+def labels_for(inputs, image_token):
+    """Train on text tokens only: padding and image tokens -> -100, and a masked prompt start."""
+    ids = inputs["input_ids"]
+    labels = ids.masked_fill((inputs["attention_mask"] == 0) | (ids == image_token), -100)
+    labels[:, : ids.shape[1] // 3] = -100
+    return labels
+
+
+def real_positions(inputs):
+    return inputs["attention_mask"].bool()
+
+
+def build_reference(overrides=(), text=(), vision=()):
+    import transformers
+    cfg = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(**{**VISION, **dict(vision)}),
+        text_config=transformers.LlamaConfig(**{**TEXT, **dict(text)}),
+        image_token_index=IMAGE_TOKEN, **dict(overrides))
+    return transformers.LlavaForConditionalGeneration(cfg)
+
+
+def _case(name, overrides, text, vision, images, with_labels):
+    def build():
+        return build_reference(overrides, text, vision)
+
+    def make_inputs(reference, generator):
+        inputs = llava_batch(reference.config, generator, images)
+        if with_labels:
+            inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
+        return inputs
+
+    if with_labels:
+        fields = ("logits", "loss") + (("image_hidden_states",) if sum(images) else ())
+        return ParityCase("llava", f"{name}/loss", build, make_inputs, fields, valid_positions=real_positions)
+    return ParityCase("llava", f"{name}/generate", build, make_inputs, ("logits",),
+                      generate=dict(max_new_tokens=8), valid_positions=real_positions)
+
+
+CASES = []
+for _name, (_o, _t, _v, _images) in CONFIGS.items():
+    CASES += [_case(_name, _o, _t, _v, _images, True), _case(_name, _o, _t, _v, _images, False)]

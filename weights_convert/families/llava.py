@@ -1,0 +1,86 @@
+"""LlavaForConditionalGeneration checkpoints (llava-hf/llava-1.5-*), as stored on disk.
+
+A LLaVA file is three known maps under prefixes plus the projector. The same tensors appear under
+three spellings, and a file holds one of them:
+
+    part          hub llava-hf files              transformers 5 save_pretrained   transformers 5 in memory
+    vision tower  vision_tower.vision_model.*     vision_tower.*                   model.vision_tower.*
+    projector     multi_modal_projector.*         multi_modal_projector.*          model.multi_modal_projector.*
+    decoder       language_model.model.*          language_model.model.*           model.language_model.*
+    head          language_model.lm_head.weight   language_model.lm_head.weight    lm_head.weight
+
+Ours: vision_tower.* (the VisionTransformer), multi_modal_projector.linear_{k}.*,
+language_model.model.* and language_model.lm_head.weight (a LlamaForCausalLM).
+"""
+from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration, llava_vision_config
+
+from ..engine import KeyMap, Rule
+from ..registry import Family, register
+from .clip import VISION_TOWER
+from .clip import vision_config as clip_vision_config
+from .llama import BODY, llama_config
+
+# HF's LlamaConfig defaults: hub LLaVA files often store only what differs (vocab_size, rms_norm_eps ...).
+LLAMA_DEFAULTS = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
+
+
+def text_config(hf):
+    text = dict(hf.get("text_config") or {"model_type": "llama"})
+    kind = text.get("model_type", "llama")
+    if kind != "llama":
+        raise ValueError(f"LLaVA with a {kind!r} language model is not supported; minivlm's LLaVA uses the LLaMA "
+                         f"decoder (text_config.model_type 'llama')")
+    # LlavaConfig forwards tie_word_embeddings from either level (configuration_llava.py).
+    text["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings") or text.get("tie_word_embeddings"))
+    return llama_config({**LLAMA_DEFAULTS, **text})
+
+
+def llava_config(hf):
+    vision = clip_vision_config(hf["vision_config"]) if hf.get("vision_config") else llava_vision_config()
+    text = text_config(hf)
+    layer = hf.get("vision_feature_layer", -2)
+    return LlavaConfig(
+        vision_config=vision, text_config=text,
+        image_token_index=hf.get("image_token_index", hf.get("image_token_id", 32000)),
+        image_seq_length=hf.get("image_seq_length", 576),
+        projector_hidden_act=hf.get("projector_hidden_act", "gelu"),
+        multimodal_projector_bias=hf.get("multimodal_projector_bias", True),
+        vision_feature_layer=layer if isinstance(layer, int) else list(layer),
+        vision_feature_select_strategy=hf.get("vision_feature_select_strategy", "default"),
+        tie_word_embeddings=text.tie_word_embeddings,
+    )
+
+
+PROJECTOR = KeyMap([Rule("linear_{k}.{wb}", "multi_modal_projector.linear_{k}.{wb}")])
+HEAD = KeyMap([Rule("lm_head.weight", "language_model.lm_head.weight")])
+
+
+def llava_keymap(hf):
+    tied = llava_config(hf).tie_word_embeddings
+    parts = [
+        # vision tower: hub / transformers 5 save / transformers 5 state_dict
+        VISION_TOWER.prefixed("vision_tower.vision_model.", "vision_tower."),
+        VISION_TOWER.prefixed("vision_tower.", "vision_tower."),
+        VISION_TOWER.prefixed("model.vision_tower.", "vision_tower."),
+        # projector
+        PROJECTOR.prefixed("multi_modal_projector.", ""),
+        PROJECTOR.prefixed("model.multi_modal_projector.", ""),
+        # decoder and head
+        BODY.prefixed("language_model.model.", "language_model.model."),
+        BODY.prefixed("model.language_model.", "language_model.model."),
+        HEAD.prefixed("language_model.", ""),
+        HEAD,
+    ]
+    keymap = parts[0]
+    for part in parts[1:]:
+        keymap = keymap + part
+    if tied:  # transformers 5 leaves the tied head out of the file
+        keymap = keymap + KeyMap([], tied={"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"})
+    return keymap
+
+
+register("LlavaForConditionalGeneration")(Family(
+    name="llava",
+    build=lambda hf: LlavaForConditionalGeneration(llava_config(hf)),
+    keymap=llava_keymap,
+))
