@@ -24,4 +24,5 @@ def checkpoint_case(folder):
         return getattr(transformers, arch).from_pretrained(folder)
 
     return ParityCase(family, f"{folder.name} ({arch})", build, template.make_inputs, template.fields,
-                      template.generate, template.valid_positions, folder=str(folder))
+                      template.generate, template.valid_positions, folder=str(folder),
+                      generate_inputs=template.generate_inputs)

@@ -25,6 +25,7 @@ class ParityCase:
     generate: dict = None                # kwargs for a greedy generate() comparison, or None
     valid_positions: callable = None     # (inputs) -> bool (B, L) of positions to compare, or None
     folder: str = None                   # a real checkpoint folder: load ours from it, not a re-save
+    generate_inputs: callable = None     # (inputs) -> generate()'s inputs where they differ from forward's
 
 
 def build_seeded(make, seed=0):
@@ -97,7 +98,8 @@ def run_case(case, device="cpu", dtype=torch.float32, seed=0):
     valid = case.valid_positions(inputs) if case.valid_positions else None
     result = {"diffs": compare_models(ours, reference, inputs, case.fields, valid), "generate_equal": None}
     if case.generate is not None:
-        our_ids, ref_ids = compare_generate(ours, reference, inputs, **case.generate)
+        gen_inputs = case.generate_inputs(inputs) if case.generate_inputs else inputs
+        our_ids, ref_ids = compare_generate(ours, reference, gen_inputs, **case.generate)
         result["generate_equal"] = our_ids.shape == ref_ids.shape and bool((our_ids == ref_ids).all())
     return result
 
