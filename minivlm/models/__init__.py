@@ -1,1 +1,3 @@
 from .vit import ViTForImageClassification, ViTModel
+from .clip import CLIPConfig, CLIPModel, CLIPTextModel, CLIPVisionModel, clip_text_config, clip_vision_config
+from .siglip import SiglipConfig, SiglipModel, SiglipTextModel, SiglipVisionModel, siglip_text_config, siglip_vision_config

@@ -1,3 +1,4 @@
 """One module per model family; importing it registers its architectures."""
 from . import vit  # noqa: F401
 from . import llama  # noqa: F401
+from . import clip, siglip  # noqa: F401
