@@ -10,3 +10,4 @@ from .errors import (CheckpointError, MissingConfigError, MissingWeightsError, S
 from .load import load_pretrained
 from .processors import load_image_processor
 from .registry import ARCHITECTURES
+from .tokenizers import load_tokenizer

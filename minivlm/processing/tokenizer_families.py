@@ -1,0 +1,85 @@
+"""The three tokenizer families minivlm reads, as pipelines of tokenizer.json components.
+
+- CLIP (HF CLIPTokenizer): NFC, whitespace runs -> one space, lower-case; split into words, digits
+  and punctuation (whitespace dropped); byte-level; BPE whose word-final symbols end in "</w>";
+  <|startoftext|> ... <|endoftext|> around every text. Decoding turns "</w>" back into spaces.
+- Llama 2 (HF LlamaTokenizer, SentencePiece-style BPE): spaces become "▁", one "▁" prefixed to the
+  text, no splitting into words; characters missing from the vocabulary fall back to <0xNN> bytes.
+- Any other tokenizer.json (Llama 3's PreTrainedTokenizerFast): its own components, read as is.
+
+transformers 5 rebuilds the first two from the class (only vocab, merges and the post-processor
+come from the file), so we do the same: the class named in tokenizer_config.json decides.
+"""
+from .bpe import BPE
+from .decoding import decoder_from_json
+from .pretokenize import CLIP_PATTERN, normalizer_from_json, pretokenizer_from_json
+from .tokenizer import Tokenizer, template_from_json
+
+CLIP_NORMALIZER = {"type": "Sequence", "normalizers": [
+    {"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "}, {"type": "Lowercase"}]}
+CLIP_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": CLIP_PATTERN}, "behavior": "Removed", "invert": True},
+    {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}]}
+
+
+def clip_decode_cleanup(text):
+    # HF CLIPTokenizer wraps its decoder: every "</w>" becomes a space, then the ends are stripped.
+    return text.replace("</w>", " ").strip()
+
+
+def clip_tokenizer(vocab, merges, bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                   pad_token="<|endoftext|>", added_tokens=(), **kwargs):
+    model = BPE(vocab, merges, unk_token=unk_token, end_of_word_suffix="</w>")
+    token_id = {t.content: t.id for t in added_tokens} | model.vocab
+    for name, token in (("bos_token", bos_token), ("eos_token", eos_token)):
+        if token not in token_id:
+            raise ValueError(f"CLIP's {name} {token!r} is not in the vocabulary")
+    return Tokenizer(model, normalizer_from_json(CLIP_NORMALIZER), pretokenizer_from_json(CLIP_PRE_TOKENIZER),
+                     decoder_from_json({"type": "ByteLevel"}),
+                     template=[token_id[bos_token], "A", token_id[eos_token]], added_tokens=added_tokens,
+                     bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, unk_token=unk_token,
+                     decode_cleanup=clip_decode_cleanup, **kwargs)
+
+
+def llama_tokenizer(vocab, merges, template=("A",), add_prefix_space=True, legacy=False, bos_token="<s>",
+                    eos_token="</s>", unk_token="<unk>", **kwargs):
+    """HF LlamaTokenizer's pipeline. prepend_scheme: "first" (only the text's start gets "▁") unless
+    legacy, then "always" (also after every special token); "never" without add_prefix_space."""
+    scheme = ("first" if not legacy else "always") if add_prefix_space else "never"
+    decoders = [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+                {"type": "Fuse"}]
+    if add_prefix_space:
+        decoders.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    # HF builds this BPE without an unk token (byte fallback covers unknown characters).
+    model = BPE(vocab, merges, byte_fallback=True, fuse_unk=True)
+    return Tokenizer(model, normalizer_from_json(None),
+                     pretokenizer_from_json({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme,
+                                             "split": False}),
+                     decoder_from_json({"type": "Sequence", "decoders": decoders}), template=template,
+                     bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, **kwargs)
+
+
+def bpe_from_json(model):
+    """tokenizer.json's "model" (type BPE) -> our BPE."""
+    if model.get("type", "BPE") != "BPE":
+        raise ValueError(f"tokenizer.json model type {model.get('type')!r} is not supported (minivlm reads BPE)")
+    if model.get("dropout"):
+        raise ValueError("BPE dropout makes tokenisation random; minivlm reads deterministic tokenizers only")
+    return BPE(model["vocab"], merges_from_json(model["merges"]), unk_token=model.get("unk_token"),
+               end_of_word_suffix=model.get("end_of_word_suffix"),
+               continuing_subword_prefix=model.get("continuing_subword_prefix"),
+               byte_fallback=model.get("byte_fallback", False), fuse_unk=model.get("fuse_unk", False),
+               ignore_merges=model.get("ignore_merges", False))
+
+
+def merges_from_json(merges):
+    """Merges as "a b" strings (older files) or [a, b] pairs (newer) -> pairs."""
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def tokenizer_from_json(spec, template=None, **kwargs):
+    """A whole tokenizer.json, read as is (what PreTrainedTokenizerFast does)."""
+    return Tokenizer(bpe_from_json(spec["model"]), normalizer_from_json(spec.get("normalizer")),
+                     pretokenizer_from_json(spec.get("pre_tokenizer")), decoder_from_json(spec.get("decoder")),
+                     template=template if template is not None else template_from_json(spec.get("post_processor")),
+                     **kwargs)
