@@ -83,6 +83,8 @@ def load_tokenizer(folder):
         raise MissingConfigError(f"no tokenizer folder at {folder}")
     config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    if not (json_path.is_file() or (vocab_path.is_file() and merges_path.is_file())):
+        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt")
     config = read_json(config_path) if config_path.is_file() else {}
     spec = read_json(json_path) if json_path.is_file() else None
     kind = (config.get("tokenizer_class") or ("PreTrainedTokenizerFast" if spec else "")).removesuffix("Fast")
@@ -94,12 +96,10 @@ def load_tokenizer(folder):
     # The vocabulary and merges: from tokenizer.json, else (CLIP's hub files) vocab.json + merges.txt.
     if spec is not None:
         vocab, merges = spec["model"]["vocab"], merges_from_json(spec["model"].get("merges", []))
-    elif vocab_path.is_file() and merges_path.is_file():
+    else:
         vocab = read_json(vocab_path)
         lines = merges_path.read_text(encoding="utf-8").splitlines()
         merges = [tuple(line.split(" ", 1)) for line in lines if line and not line.startswith("#version")]
-    else:
-        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt")
 
     defaults = CLASS_DEFAULTS.get(kind, dict(padding_side="right"))
     specials = {name: config.get(name, defaults.get(name)) for name in SPECIAL_NAMES}
