@@ -78,8 +78,9 @@ class LlamaModel(nn.Module):
         elif tuple(position_ids.shape) != (batch, length):
             raise ValueError(f"position_ids must be ({batch}, {length}), got shape {tuple(position_ids.shape)}")
 
-        # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only.
-        mask = combine(causal_mask(length, past + length, device=x.device),
+        # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
+        # new query (a decode step) is the last position: causality hides nothing from it.
+        mask = combine(causal_mask(length, past + length, device=x.device) if length > 1 else None,
                        padding_mask(attention_mask) if attention_mask is not None else None)
         rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
         hidden_states = [x] if output_hidden_states else None
