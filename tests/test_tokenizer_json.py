@@ -30,7 +30,8 @@ TEXTS = ["Hello world!", "Café   NAÏVE\n\nx", "東京 😀 unseenword zzz", ""
          "\u00a0nbsp\u3000ideo\u2028ls", "emoji 👩‍👩‍👧 flags 🇫🇷",
          # special tokens inside text, at the start, after spaces, next to each other
          "<s>hello</s> <s> x", "mixed<s>in</s>line", "  <s>  spaced  </s>  ", "<unk>",
-         "<|begin_of_text|>hi<|eot_id|>\n<|東京|>x", "<|eot_id|><|eot_id|>  <|end_of_text|>"]
+         "<|begin_of_text|>hi<|eot_id|>\n<|東京|>x", "<|eot_id|><|eot_id|>  <|end_of_text|>",
+         "a    <mask>x <mask>", "foo foobar barfoo foo_x (foo)", "bar   x  bar\n\nbar", "Hello HelloHello"]
 
 
 def random_texts(n=150, seed=0):
@@ -51,6 +52,10 @@ def llama3_dir(root):
         single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1", special_tokens=[bos])])
     hf = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|begin_of_text|>",
                                               eos_token="<|end_of_text|>")
+    # added tokens with every matching option: lstrip, single_word, rstrip, normalized
+    hf.add_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False),
+                   AddedToken("foo", single_word=True, normalized=False), AddedToken("bar", rstrip=True, normalized=False),
+                   AddedToken("Hello", normalized=True)])
     hf.save_pretrained(root / "llama3")
     return root / "llama3"
 
