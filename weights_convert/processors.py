@@ -7,12 +7,15 @@ The processors themselves live in minivlm/processing/processors.py.
 import json
 from pathlib import Path
 
+from minivlm.processing.llava_next import llava_next_processor_from_config
 from minivlm.processing.processors import DEFAULTS, processor_from_config
 
 from .errors import CheckpointError, MissingConfigError
 
 # Every type minivlm reads; each maps to a set of HF class defaults in minivlm.processing.processors.
-PROCESSORS = sorted(DEFAULTS)
+# Types with a processor class of their own: type -> (config dict -> processor).
+SPECIAL = {"LlavaNextImageProcessor": llava_next_processor_from_config}
+PROCESSORS = sorted(list(DEFAULTS) + list(SPECIAL))
 
 
 def processor_type(cfg):
@@ -34,6 +37,6 @@ def load_image_processor(folder):
         raise CheckpointError(f"image_processor_type {kind or None!r} in {path} is not supported; "
                               f"supported: {', '.join(PROCESSORS)}")
     try:
-        return processor_from_config(kind, cfg)
+        return SPECIAL[kind](cfg) if kind in SPECIAL else processor_from_config(kind, cfg)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
