@@ -1,0 +1,99 @@
+"""LLaVA-NeXT parity cases: tiny LlavaNextForConditionalGeneration references fed batches of images of
+different sizes (so different tile counts and token counts per image), several images per prompt,
+left padding. Like LLaVA's: each config with labels (logits, loss, image_hidden_states) and without
+(logits, then greedy ids). The <image> runs are as long as anyres.num_image_tokens says — HF raises
+if that disagrees with the features its model makes, so these cases test the count too."""
+import torch
+
+from ..processing.anyres import AnyresGeometry, num_image_tokens, num_tiles
+from .harness import ParityCase
+from .llava import PAD, TEXT, labels_for, real_positions
+
+VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+              image_size=12, patch_size=6)                        # tiles of 12 px, 2 x 2 patches
+PINPOINTS = [[12, 24], [24, 12], [24, 24], [36, 12], [12, 36]]
+IMAGE_TOKEN = TEXT["vocab_size"] - 1
+
+# name -> (LlavaNextConfig overrides, text overrides, vision overrides, image sizes per row)
+CONFIGS = {
+    "seed-27x104-both-ways": (dict(), dict(), dict(), [[(27, 104)], [(104, 27)]]),
+    "odd-sizes-several-per-prompt-layer-list": (
+        dict(vision_feature_layer=[-3, -1]), dict(num_key_value_heads=1), dict(),
+        [[(5, 301), (50, 50)], [], [(13, 7)]]),
+    "patch-3-wide-grids-gelu-tanh": (
+        dict(image_grid_pinpoints=[[24, 36], [36, 24], [12, 48], [24, 24]], vision_feature_layer=1,
+             projector_hidden_act="gelu_pytorch_tanh", multimodal_projector_bias=False),
+        dict(), dict(patch_size=3), [[(33, 47)], [(600, 512), (200, 1000)]]),
+    "tied-mqa-tall": (dict(tie_word_embeddings=True), dict(num_key_value_heads=1, num_attention_heads=2),
+                      dict(hidden_size=24), [[(301, 5), (7, 7)], [(40, 90)]]),
+}
+
+
+def geometry_of(config):
+    v = config.vision_config
+    return AnyresGeometry(config.image_grid_pinpoints, v.image_size, v.patch_size,
+                          config.vision_feature_select_strategy)
+
+
+def llava_next_batch(config, generator, sizes_per_row, text_lengths=(11, 7, 5)):
+    """Left-padded ids with one run of <image> tokens per image (num_image_tokens long), pixel_values
+    (I, max tiles, 3, t, t) with zero tiles padding short stacks, as the processor pads, and image_sizes."""
+    geometry, token = geometry_of(config), config.image_token_index
+    rows = []
+    for r, sizes in enumerate(sizes_per_row):
+        length = text_lengths[r % len(text_lengths)]
+        text = torch.randint(3, token, (length,), generator=generator)
+        cuts = sorted(torch.randint(0, length + 1, (len(sizes),), generator=generator).tolist())
+        pieces, start = [], 0
+        for cut, size in zip(cuts, sizes):
+            pieces += [text[start:cut], torch.full((num_image_tokens(size, geometry),), token)]
+            start = cut
+        rows.append(torch.cat(pieces + [text[start:]]))
+    longest = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), longest), PAD)
+    attention_mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, longest - len(row):] = row
+        attention_mask[i, longest - len(row):] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    sizes = [s for row in sizes_per_row for s in row]
+    if sizes:
+        counts = [num_tiles(s, geometry) for s in sizes]
+        t = geometry.tile_size
+        pixels = torch.zeros(len(sizes), max(counts), 3, t, t)
+        for i, k in enumerate(counts):
+            pixels[i, :k] = torch.randn(k, 3, t, t, generator=generator)
+        inputs["pixel_values"], inputs["image_sizes"] = pixels, torch.tensor(sizes)
+    return inputs
+
+
+def build_reference(overrides=(), text=(), vision=()):
+    import transformers
+    overrides = {"image_grid_pinpoints": PINPOINTS, **dict(overrides)}
+    cfg = transformers.LlavaNextConfig(
+        vision_config=transformers.CLIPVisionConfig(**{**VISION, **dict(vision)}),
+        text_config=transformers.LlamaConfig(**{**TEXT, **dict(text)}),
+        image_token_index=IMAGE_TOKEN, **overrides)
+    return transformers.LlavaNextForConditionalGeneration(cfg)
+
+
+def _case(name, overrides, text, vision, sizes, with_labels):
+    def build():
+        return build_reference(overrides, text, vision)
+
+    def make_inputs(reference, generator):
+        inputs = llava_next_batch(reference.config, generator, sizes)
+        if with_labels:
+            inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
+        return inputs
+
+    if with_labels:
+        fields = ("logits", "loss", "image_hidden_states")
+        return ParityCase("llava_next", f"{name}/loss", build, make_inputs, fields, valid_positions=real_positions)
+    return ParityCase("llava_next", f"{name}/generate", build, make_inputs, ("logits",),
+                      generate=dict(max_new_tokens=8), valid_positions=real_positions)
+
+
+CASES = []
+for _name, (_o, _t, _v, _sizes) in CONFIGS.items():
+    CASES += [_case(_name, _o, _t, _v, _sizes, True), _case(_name, _o, _t, _v, _sizes, False)]
