@@ -201,3 +201,10 @@ def test_layernorm_is_torch_layernorm_by_hand():
     expected = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
     torch.testing.assert_close(ln(x), expected)
     torch.testing.assert_close(F.layer_norm(x, (6,)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_kernels_agree_when_kv_heads_are_shared():
+    """sdpa shares KV heads natively (enable_gqa); the by-hand path repeats them: same result."""
+    q, k, v = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)
+    mask = causal_mask(5, 7)
+    torch.testing.assert_close(attention_manual(q, k, v, mask), attention_sdpa(q, k, v, mask), atol=1e-6, rtol=1e-5)

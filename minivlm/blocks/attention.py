@@ -43,14 +43,23 @@ def attention_probs(q, k, mask=None, scale=None):
     return probs
 
 
+def repeat_kv_heads(k, num_heads):
+    """(B, H_kv, L, Dh) -> (B, H, L, Dh): each KV head serves H / H_kv consecutive query heads."""
+    groups = num_heads // k.shape[1]
+    return k if groups == 1 else k.repeat_interleave(groups, dim=1)
+
+
 def attention_manual(q, k, v, mask=None, scale=None, dropout_p=0.0):
-    """q (B, H, Lq, Dh), k/v (B, H, Lk, Dh), mask bool broadcastable to (B, H, Lq, Lk)."""
+    """q (B, H, Lq, Dh), k/v (B, H_kv, Lk, Dh), mask bool broadcastable to (B, H, Lq, Lk)."""
+    k, v = repeat_kv_heads(k, q.shape[1]), repeat_kv_heads(v, q.shape[1])
     probs = F.dropout(attention_probs(q, k, mask, scale), p=dropout_p).to(v.dtype)
     return torch.matmul(probs, v)  # (B, H, Lq, Dh)
 
 
 def attention_sdpa(q, k, v, mask=None, scale=None, dropout_p=0.0):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    # enable_gqa lets the fused kernel share KV heads without materialising the repeated copies.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale,
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 KERNELS = {"manual": attention_manual, "sdpa": attention_sdpa}
@@ -92,14 +101,10 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T, Dh): all positions so far
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:  # share each KV head with its group of query heads
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
         dropout_p = self.dropout if self.training else 0.0
         if return_probs:  # for pictures: the by-hand path exposes the attention map
-            probs = attention_probs(q, k, mask, self.scale)
-            out = torch.matmul(probs.to(v.dtype), v)
+            probs = attention_probs(q, repeat_kv_heads(k, self.num_heads), mask, self.scale)
+            out = torch.matmul(probs.to(v.dtype), repeat_kv_heads(v, self.num_heads))
         else:
             kernel = KERNELS[self.impl or _IMPL["name"]]
             out = kernel(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
