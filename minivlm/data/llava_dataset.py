@@ -168,8 +168,8 @@ class LlavaCollator:
 
 
 def _token_text(tokenizer, token_id):
-    if hasattr(tokenizer, "convert_ids_to_tokens"):
-        return str(tokenizer.convert_ids_to_tokens(int(token_id)))
+    if hasattr(tokenizer, "convert_ids_to_tokens"):  # minivlm's and HF's take a list
+        return str(tokenizer.convert_ids_to_tokens([int(token_id)])[0])
     return tokenizer.decode([int(token_id)])
 
 
