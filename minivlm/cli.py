@@ -6,6 +6,7 @@ import sys
 
 COMMANDS = {
     "parity": "compare every supported family (or a local checkpoint) with the transformers reference",
+    "trace": "follow one image + prompt through LLaVA, stage by stage, with shapes and the HF reference",
 }
 
 

@@ -3,4 +3,5 @@ from . import vit  # noqa: F401
 from . import llama  # noqa: F401
 from . import clip, siglip  # noqa: F401
 from . import blip  # noqa: F401
+from . import llava  # noqa: F401
 from . import llava_next  # noqa: F401
