@@ -11,8 +11,10 @@ The first Linear maps D_vision -> D_text, every later one D_text -> D_text. Para
 linear_1 .. linear_N as in HF, so a transformers checkpoint maps by name (the original repo's
 nn.Sequential keys mm_projector.0, mm_projector.2, ... would be linear_1, linear_2, ...).
 """
+import math
 import re
 
+from einops import rearrange
 from torch import nn
 
 from ..blocks.activations import get_activation
@@ -39,7 +41,41 @@ class Projector(nn.Module):
         return x
 
 
+class PixelShuffleProjector(nn.Module):
+    """The downsample projector: space-to-depth, then LayerNorm + linear_1 -> act -> linear_2.
+
+    Each factor x factor block of neighbouring patch features becomes one token with their features
+    side by side (pixel shuffle, as in InternVL / Idefics3's connector), so an s x s grid of N tokens
+    becomes (s / factor)^2 = N / factor^2 tokens of width factor^2 * D_vision:
+
+        (B, s*s, D) -> (B, (s/f)*(s/f), f*f*D) -> norm -> linear_1 -> act -> linear_2 -> (B, N/f^2, D_text)
+    """
+
+    def __init__(self, in_dim, out_dim, factor=2, act="gelu", bias=True):
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"the downsample factor must be at least 1, got {factor}")
+        self.factor = factor
+        wide = in_dim * factor * factor
+        self.norm = nn.LayerNorm(wide)
+        self.linear_1 = nn.Linear(wide, out_dim, bias=bias)
+        self.act = get_activation(act)
+        self.linear_2 = nn.Linear(out_dim, out_dim, bias=bias)
+
+    def space_to_depth(self, x):  # (B, s*s, D) -> (B, (s/f)^2, f*f*D)
+        n, f = x.shape[1], self.factor
+        side = math.isqrt(n)
+        if side * side != n or side % f:
+            raise ValueError(f"pixel shuffle needs a square grid whose side divides by {f}; got {n} tokens "
+                             f"(drop [CLS] first)")
+        return rearrange(x, "b (h fh w fw) d -> b (h w) (fh fw d)", fh=f, fw=f, w=side // f)
+
+    def forward(self, x):
+        return self.linear_2(self.act(self.linear_1(self.norm(self.space_to_depth(x)))))
+
+
 _MLP = re.compile(r"mlp(\d+)x_(\w+)\Z")
+_SHUFFLE = re.compile(r"pixel_shuffle(\d+)x_(\w+)\Z")
 
 
 def build_projector(spec, in_dim, out_dim, bias=True):
@@ -57,5 +93,8 @@ def build_projector(spec, in_dim, out_dim, bias=True):
     m = _MLP.match(spec or "")
     if m:
         return Projector(in_dim, out_dim, depth=int(m.group(1)), act=m.group(2), bias=bias)
-    raise ValueError(f"unknown projector spec {spec!r}; expected 'linear', 'identity' or 'mlp<N>x_<act>' "
-                     f"such as 'mlp2x_gelu'")
+    m = _SHUFFLE.match(spec or "")
+    if m:  # minivlm's downsample projector, e.g. 'pixel_shuffle2x_gelu'
+        return PixelShuffleProjector(in_dim, out_dim, factor=int(m.group(1)), act=m.group(2), bias=bias)
+    raise ValueError(f"unknown projector spec {spec!r}; expected 'linear', 'identity', 'mlp<N>x_<act>' "
+                     f"such as 'mlp2x_gelu' or 'pixel_shuffle<F>x_<act>'")
