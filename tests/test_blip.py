@@ -23,6 +23,16 @@ from weights_convert.engine import convert
 from weights_convert.families.blip import VISION
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: on the shared 2-core machine a second OpenMP thread mostly waits
+    (tiny LayerNorms took 15-30 ms each with 2 threads under load), so run them on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def case(name):
     return next(c for c in CASES if c.name == name)
 
@@ -275,3 +285,29 @@ def test_bad_input_gives_clear_errors(caption_model):
         BlipForQuestionAnswering(tiny_config(text_width=32, vision_width=24))
     with pytest.raises(ValueError, match="vision tower is 24 wide"):
         BlipConfig(vision=tiny_config(vision_width=24).vision, text=tiny_config().text)
+
+
+# Pre-training objectives together -----------------------------------------------------------------
+
+def test_pretraining_losses_fall_on_a_fixed_batch():
+    from minivlm.models.blip_pretrain import BlipForPretraining
+    torch.manual_seed(0)
+    cfg = tiny_config(label_smoothing=0.1)
+    model = BlipForPretraining(cfg, share_text=True, enc_token_id=BOS - 1)
+    assert model.text_decoder.layers[1].cross_attn is model.text_encoder.layers[1].cross_attn
+    pixels = torch.randn(4, 3, 20, 20)
+    ids = torch.randint(2, 50, (4, 6))
+    ids[:, 0] = CLS
+    mask = torch.tensor([[1] * 6, [1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0]])
+    generator = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = model(pixels, ids, mask, generator=generator)
+    assert first.itm_logits.shape == (12, 2) and first.itm_labels.tolist() == [1] * 4 + [0] * 8
+    for _ in range(25):
+        out = model(pixels, ids, mask, generator=generator)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    last = model(pixels, ids, mask, generator=generator)
+    for name in ("loss_itc", "loss_itm", "loss_lm"):
+        assert last[name] < first[name], f"{name}: {first[name]:.3f} -> {last[name]:.3f}"
