@@ -102,6 +102,20 @@ def vqa_inputs(question_lengths=(6, 4), answer_lengths=(4, 3), decoder_ids=False
     return make
 
 
+def at_other_size(make, size=(31, 26)):
+    """The same inputs with a non-square image of another size: position embeddings resized bicubically."""
+    def make_resized(reference, generator):
+        inputs = make(reference, generator)
+        inputs["pixel_values"] = torch.randn(inputs["pixel_values"].shape[0], 3, *size, generator=generator)
+        inputs["interpolate_pos_encoding"] = True
+        return inputs
+    return make_resized
+
+
+def no_prompt_resized(inputs):
+    return {"pixel_values": inputs["pixel_values"], "interpolate_pos_encoding": True}
+
+
 def question(inputs):
     return {k: inputs[k] for k in ("input_ids", "pixel_values", "attention_mask")}
 
@@ -129,8 +143,13 @@ CASES = [
     ParityCase("blip", "caption-padded-prompts", _blip("BlipForConditionalGeneration", sep_bias=1.0),
                caption_inputs(lengths=(6, 4, 5)), ("logits",), generate=dict(max_new_tokens=6),
                generate_inputs=padded_prompts),
+    ParityCase("blip", "caption-interpolated-31x26", _blip("BlipForConditionalGeneration", sep_bias=1.0),
+               at_other_size(caption_inputs()), ("logits", "loss", "image_embeds"), generate=dict(max_new_tokens=5),
+               generate_inputs=no_prompt_resized),
     ParityCase("blip", "retrieval-itm", _blip("BlipForImageTextRetrieval"), retrieval_inputs(True),
                ("itm_score", "question_embeds", "last_hidden_state")),
+    ParityCase("blip", "retrieval-itc-interpolated-31x26", _blip("BlipForImageTextRetrieval"),
+               at_other_size(retrieval_inputs(False)), ("itm_score", "question_embeds", "last_hidden_state")),
     ParityCase("blip", "retrieval-itc-cosine", _blip("BlipForImageTextRetrieval"), retrieval_inputs(False),
                ("itm_score", "question_embeds", "last_hidden_state")),
     ParityCase("blip", "retrieval-itm-wide-left-pad",
