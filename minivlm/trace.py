@@ -155,6 +155,7 @@ def build_default(folder, seed=0, reference=True):
     except ImportError:
         return None
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
     reference = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(**{
         k: v for k, v in config.items() if k != "architectures"})).eval()
