@@ -23,16 +23,6 @@ from weights_convert.engine import convert
 from weights_convert.families.blip import VISION
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: on the shared 2-core machine a second OpenMP thread mostly waits
-    (tiny LayerNorms took 15-30 ms each with 2 threads under load), so run them on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def case(name):
     return next(c for c in CASES if c.name == name)
 

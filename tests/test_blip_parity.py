@@ -10,16 +10,6 @@ from minivlm.parity.blip import CASES
 from minivlm.parity.harness import build_seeded, convert_reference, to_device
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: on the shared 2-core machine a second OpenMP thread mostly waits
-    (tiny LayerNorms took 15-30 ms each with 2 threads under load), so run them on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_blip_parity_fp32(case):
     result = run_case(case)

@@ -1,7 +1,6 @@
 """A parity case for a local HF checkpoint folder: the reference is transformers' own class for
 config.json's architecture loaded from the folder, ours is load_pretrained on the same folder, and
 the inputs and compared fields are those of the family's tiny case for that architecture."""
-import json
 from pathlib import Path
 
 from . import all_cases

@@ -9,7 +9,7 @@ PIL-backend LlavaNextImageProcessor.
 
 The geometry is minivlm.processing.anyres; the per-tile steps are image.py's.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
