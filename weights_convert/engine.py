@@ -19,7 +19,6 @@ in the file, the shapes and the file.
 import re
 from dataclasses import dataclass, field
 
-import torch
 
 from .errors import CheckpointError, MissingWeightsError, ShapeMismatchError, UnusedWeightsError
 
