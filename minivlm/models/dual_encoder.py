@@ -9,7 +9,6 @@
 CLIP and SigLIP subclass this and differ only in what they set: projections or not, a bias or
 not, which loss. The temperature is learned in log space so that it stays positive.
 """
-import torch
 from torch import nn
 
 from ..outputs import ModelOutput
