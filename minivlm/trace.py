@@ -93,7 +93,7 @@ def write_tiny_tokenizer(folder):
               "padding_side": "left", "model_max_length": 512,
               "added_tokens_decoder": {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added}}
     folder = Path(folder)
-    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     return len(vocab) + len(ADDED)
 
@@ -144,6 +144,7 @@ def _init_like_hf(model, std=0.02, seed=0):
 def build_default(folder, seed=0, reference=True):
     """Write the tiny default checkpoint folder (config, tokenizer, preprocessor; weights when
     transformers is there to make them and `reference`). Returns the HF model, or None."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     vocab_size = write_tiny_tokenizer(folder)
     write_tiny_processor(folder)
     config = tiny_config(vocab_size)

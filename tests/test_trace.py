@@ -48,6 +48,15 @@ def test_own_image_and_prompt_without_reference(capsys, tmp_path):
     assert "3 new" in out and "vs HF" not in out
 
 
+def test_checkpoint_folder(capsys, tmp_path):
+    """--checkpoint reads a llava-hf style folder: weights, tokenizer files, preprocessor config."""
+    from minivlm.trace import build_default
+    build_default(tmp_path / "ckpt", seed=3)
+    code, out = run(capsys, "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "Who is this?", "--max-new-tokens", "3")
+    assert code == 0, out
+    assert f"checkpoint {tmp_path / 'ckpt'}" in out and "W h o" in out and "token ids equal -> ok" in out
+
+
 def test_missing_image_file_is_a_clear_error(capsys, tmp_path):
     code, out = run(capsys, "--image", str(tmp_path / "nope.jpg"))
     assert code == 2 and "no image file at" in out
