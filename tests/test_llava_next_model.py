@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import weights_convert
-from minivlm.parity import FP32_TOLERANCE, run_case
+from minivlm.parity import FP32_TOLERANCE
 from minivlm.parity.harness import build_seeded, convert_reference, to_device
 from minivlm.parity.llava import labels_for
 from minivlm.parity.llava_next import CASES, geometry_of, llava_next_batch
@@ -17,15 +17,6 @@ from minivlm.processing.anyres import num_image_tokens, num_tiles
 
 SIDES = [1, 3, 13, 27, 50, 104, 301, 1000]
 SWEEP = list(itertools.product(SIDES, SIDES))  # 64 sizes, aspect ratios 1:1000 .. 1000:1
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_llava_next_parity_fp32(case):
-    result = run_case(case)
-    for field, diff in result["diffs"].items():
-        assert diff <= FP32_TOLERANCE, f"{case.name}: {field} differs by {diff:.2e}"
-    if case.generate is not None:
-        assert result["generate_equal"], f"{case.name}: greedy ids differ from HF's generate"
 
 
 def _pair(name):

@@ -1,7 +1,7 @@
 """Parity cases per family; `all_cases()` is what `python -m minivlm parity` runs."""
 import importlib
 
-from .harness import FP32_TOLERANCE, ParityCase, format_table, run_case
+from .harness import FP32_TOLERANCE, ParityCase, assert_parity, check_case, format_table, run_case
 
 # One module per family, each with a CASES list. A new family adds its name here.
 FAMILIES = ["vit", "llama", "blip", "llava", "clip", "siglip", "llava_next"]

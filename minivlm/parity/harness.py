@@ -104,6 +104,26 @@ def run_case(case, device="cpu", dtype=torch.float32, seed=0):
     return result
 
 
+def check_case(case, device="cpu", dtype=torch.float32, tolerance=FP32_TOLERANCE):
+    """Run a case and judge it: rows of (case, field, max |diff| or "equal"/"differ", ok)."""
+    result = run_case(case, device=device, dtype=dtype)
+    missing = set(case.fields) - set(result["diffs"])
+    if missing:
+        raise AssertionError(f"{case.name}: fields not compared: {sorted(missing)}")
+    rows = [(case.name, name, diff, diff <= tolerance) for name, diff in result["diffs"].items()]
+    if result["generate_equal"] is not None:
+        equal = result["generate_equal"]
+        rows.append((case.name, "greedy ids", "equal" if equal else "differ", equal))
+    return rows
+
+
+def assert_parity(case, **kwargs):
+    """check_case, failing with every field that is over budget or every greedy-id mismatch."""
+    bad = [f"{field} {diff if isinstance(diff, str) else f'{diff:.2e}'}"
+           for _, field, diff, ok in check_case(case, **kwargs) if not ok]
+    assert not bad, f"{case.name}: " + ", ".join(bad)
+
+
 def format_table(rows):
     """rows: (case, field, max |diff|, ok) -> an aligned text table."""
     header = ("case", "field", "max |diff|", "")
