@@ -1,0 +1,323 @@
+"""The BLIP recipe: pre-train a tiny BLIP from scratch on the shapes world with its three objectives
+(ITC + ITM with hard negatives + LM, Li et al. 2022, Sec. 3.2), then read it out the three ways BLIP
+is used: captions, retrieval (ITC ranking, ITM re-ranking) and, after a short fine-tune, VQA.
+
+    model, history, result = train_blip(steps=500)
+    result["captions"]["held_out"]   # {"exact": .., "color": .., "shape": .., "where": ..}
+    result["retrieval"]["train"]     # {"i2t_itc": .., "t2i_itc": .., "i2t_itm": .., "t2i_itm": .., "chance": ..}
+
+The pre-training model (models/blip_pretrain.py) names its parts as the HF classes do, so the
+trained weights move into BlipForConditionalGeneration / BlipForImageTextRetrieval /
+BlipForQuestionAnswering with plain load_state_dict (`captioner`, `retriever`, `vqa_model` below).
+
+Special tokens: the shapes tokenizer's <bos> plays [CLS] and its <eos> plays [SEP]; BLIP's [DEC]
+(the decoder's bos) and [ENC] (first token of the image-grounded encoder) are two more ids after
+the vocabulary.
+"""
+import random
+import time
+
+import torch
+from torch import nn
+
+from ..data.shapes import COLORS, SHAPES, ShapesWorld
+from ..data.shapes_tokenizer import ShapesTokenizer
+from ..models.blip import (BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval,
+                           BlipForQuestionAnswering, blip_vision_config)
+from ..models.blip_pretrain import BlipForPretraining
+from ..processing.processors import processor_from_config
+from ..text.bert import BertConfig
+from .dual_encoder import pairs
+from .loop import TrainConfig, train
+
+EVAL_START = 10**9   # scene indices for evaluation: far from any training index
+# A model small enough to learn in a few CPU minutes; 32x32 images in 8x8 patches (16 tokens).
+# VQA's answer decoder cross-attends to the question states, so text and vision share one width.
+TINY = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp=128, embed_dim=64)
+RECIPE = dict(lr=2e-3, batch_size=24, steps=500)
+WHERE = ("left", "right", "middle")
+
+
+class BlipShapesTokenizer(ShapesTokenizer):
+    """The shapes tokenizer plus BLIP's [DEC] and [ENC] (ids V and V + 1). <bos> = [CLS], <eos> = [SEP]."""
+
+    def __init__(self, max_length=16):
+        super().__init__(max_length=max_length)
+        self.dec_token_id, self.enc_token_id = len(self.vocab), len(self.vocab) + 1
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab) + 2
+
+    def __len__(self):
+        return self.vocab_size
+
+    def decode(self, ids, skip_special_tokens=True):
+        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+        special = (self.dec_token_id, self.enc_token_id)
+        if not skip_special_tokens and any(i in special for i in ids):
+            raise ValueError("[DEC] / [ENC] have no text; decode with skip_special_tokens=True")
+        return super().decode([i for i in ids if i not in special], skip_special_tokens)
+
+
+def tiny_config(tokenizer, size=TINY, label_smoothing=0.1):
+    """Our BlipConfig for a tiny BLIP that speaks the shapes tokenizer (BLIP trains its LM with smoothing 0.1)."""
+    vision = blip_vision_config(image_size=size["image_size"], patch_size=size["patch_size"],
+                                hidden_size=size["width"], num_layers=size["layers"], num_heads=size["heads"],
+                                intermediate_size=size["mlp"])
+    text = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=size["width"], num_layers=size["layers"],
+                      num_heads=size["heads"], intermediate_size=size["mlp"],
+                      max_position_embeddings=tokenizer.max_length, encoder_hidden_size=size["width"],
+                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.dec_token_id,
+                      sep_token_id=tokenizer.eos_token_id, label_smoothing=label_smoothing)
+    return BlipConfig(vision=vision, text=text, image_text_hidden_size=size["embed_dim"])
+
+
+@torch.no_grad()
+def init_embeddings(model: BlipForPretraining, std=0.02):
+    """BERT/ViT-style small tables for training from scratch. nn.Embedding starts at N(0, 1), and the
+    LM head is tied to the word table: logits ~8x too large, a first LM loss near 20 instead of ln V.
+    The ViT starts its position table and [CLS] at zero (a checkpoint fills them): no position signal."""
+    for table in (model.text_encoder.embeddings.word_embeddings.weight,
+                  model.text_encoder.embeddings.position_embeddings.weight,
+                  model.vision_model.pos_embed, model.vision_model.cls_token):
+        nn.init.normal_(table, std=std)
+    if model.text_decoder.embeddings is not model.text_encoder.embeddings:  # share_text=False
+        nn.init.normal_(model.text_decoder.embeddings.word_embeddings.weight, std=std)
+        nn.init.normal_(model.text_decoder.embeddings.position_embeddings.weight, std=std)
+    return model
+
+
+def processor_config(image_size):
+    return dict(image_processor_type="BlipImageProcessor", size={"height": image_size, "width": image_size})
+
+
+def make_processor(image_size):
+    cfg = processor_config(image_size)
+    return processor_from_config(cfg["image_processor_type"], cfg)
+
+
+def pretrain_step(model, batch, generator=None):
+    """ITC + ITM + LM on one batch; logs each loss and the ITM accuracy on its 1 positive : 2 hard negatives."""
+    out = model(**batch, generator=generator)
+    itm_acc = (out.itm_logits.argmax(-1) == out.itm_labels).float().mean().item()
+    return out.loss, {"itc": out.loss_itc.item(), "itm": out.loss_itm.item(), "lm": out.loss_lm.item(),
+                      "itm_acc": itm_acc}
+
+
+# -- the trained weights in the HF-shaped classes ------------------------------------------------------
+
+def _take(target, source, names):
+    for name in names:
+        getattr(target, name).load_state_dict(getattr(source, name).state_dict())
+    return target.eval()
+
+
+def captioner(model: BlipForPretraining):
+    """The image-grounded decoder as a BlipForConditionalGeneration (a copy; shared modules are duplicated)."""
+    return _take(BlipForConditionalGeneration(model.config), model, ("vision_model", "text_decoder"))
+
+
+def retriever(model: BlipForPretraining):
+    return _take(BlipForImageTextRetrieval(model.config), model,
+                 ("vision_model", "text_encoder", "vision_proj", "text_proj", "itm_head"))
+
+
+def vqa_model(model: BlipForPretraining):
+    """BLIP starts VQA from the pre-trained encoder (question) and decoder (answer), Sec. 5.3."""
+    return _take(BlipForQuestionAnswering(model.config), model, ("vision_model", "text_encoder", "text_decoder"))
+
+
+# -- captions -------------------------------------------------------------------------------------------
+
+def _words(caption, vocabulary):
+    return [w for w in caption.split() if w in vocabulary]
+
+
+@torch.no_grad()
+def generate_captions(model, tokenizer, pixel_values, max_new_tokens=10):
+    """Greedy captions (strings) from a BlipForConditionalGeneration; [DEC] alone is the prompt."""
+    ids = model.generate(pixel_values, max_new_tokens=max_new_tokens)  # (B, 1 + n)
+    return [tokenizer.decode(row) for row in ids]
+
+
+def caption_scores(predicted, truths):
+    """Exact-match rate and per-attribute accuracy: the colour / shape / position words of the
+    caption, in order, equal the true ones."""
+    n = len(truths)
+    score = {"exact": sum(p == t for p, t in zip(predicted, truths)) / n}
+    for name, vocab in (("color", COLORS), ("shape", SHAPES), ("where", WHERE)):
+        score[name] = sum(_words(p, vocab) == _words(t, vocab) for p, t in zip(predicted, truths)) / n
+    return score
+
+
+def caption_quality(model, tokenizer, world, processor, split, count=200, start=EVAL_START):
+    scenes = world.scenes(count, split, start=start)
+    pixel_values = processor([s.image for s in scenes])["pixel_values"]
+    predicted = generate_captions(model, tokenizer, pixel_values)
+    score = caption_scores(predicted, [s.caption for s in scenes])
+    score["examples"] = [(s.caption, p) for s, p in list(zip(scenes, predicted))[:4]]
+    return score
+
+
+# -- retrieval ------------------------------------------------------------------------------------------
+
+def distinct_scenes(world, split, count, start=EVAL_START):
+    """`count` fresh scenes with pairwise different captions (a duplicate caption would be a second right
+    answer). The held-out split has only 6 combinations x 3 positions = 18 captions with one shape."""
+    scenes, seen, index = [], set(), start
+    while len(scenes) < count:
+        if index - start > 100 * count:
+            raise ValueError(f"could not find {count} scenes with distinct captions in split {split!r}")
+        scene = world.scene(index, split)
+        index += 1
+        if scene.caption not in seen:
+            seen.add(scene.caption)
+            scenes.append(scene)
+    return scenes
+
+
+def with_first_token(input_ids, token_id):
+    """BLIP marks the image-grounded encoder's input with [ENC] in place of [CLS]."""
+    ids = input_ids.clone()
+    ids[:, 0] = token_id
+    return ids
+
+
+@torch.no_grad()
+def match_probability(model: BlipForImageTextRetrieval, tokenizer, image_embeds, texts):
+    """P(match) from the ITM head for each (image i, text i) pair: image_embeds (M, 1 + N, D), M texts -> (M,)."""
+    tok = tokenizer(texts)
+    ids = with_first_token(tok["input_ids"], tokenizer.enc_token_id)
+    fused = model.text_encoder(ids, tok["attention_mask"], encoder_hidden_states=image_embeds).last_hidden_state
+    return model.itm_head(fused[:, 0]).softmax(-1)[:, 1]
+
+
+@torch.no_grad()
+def retrieval_recall(model: BlipForImageTextRetrieval, tokenizer, world, processor, split, count=32, k=8):
+    """R@1 image->text and text->image among `count` scenes with distinct captions: by ITC cosine, and
+    with BLIP's re-ranking (the top-k by ITC re-scored by the ITM head, Sec. 5.1)."""
+    scenes = distinct_scenes(world, split, count)
+    captions = [s.caption for s in scenes]
+    image_embeds = model.encode_image(processor([s.image for s in scenes])["pixel_values"]).last_hidden_state
+    tok = tokenizer(captions)
+    text_embeds = model.text_encoder(tok["input_ids"], tok["attention_mask"]).last_hidden_state
+    image_feat, text_feat = model.image_text_features(image_embeds, text_embeds)
+    sim = image_feat @ text_feat.t()  # (N images, N texts)
+    truth = torch.arange(count)
+    k = min(k, count)
+
+    def rerank(sim):  # rows are queries; returns (N,) the chosen candidate per query
+        top = sim.topk(k, dim=1).indices  # (N, k)
+        rows = torch.arange(count).repeat_interleave(k)
+        return top, rows, top.reshape(-1)
+
+    top, rows, cols = rerank(sim)  # image queries: (image rows[j], text cols[j])
+    p = match_probability(model, tokenizer, image_embeds[rows], [captions[c] for c in cols.tolist()])
+    i2t_itm = top.gather(1, p.view(count, k).argmax(1, keepdim=True)).squeeze(1)
+    top_t, rows_t, cols_t = rerank(sim.t())  # text queries: (text rows_t[j], image cols_t[j])
+    p = match_probability(model, tokenizer, image_embeds[cols_t], [captions[r] for r in rows_t.tolist()])
+    t2i_itm = top_t.gather(1, p.view(count, k).argmax(1, keepdim=True)).squeeze(1)
+    return {"i2t_itc": (sim.argmax(1) == truth).float().mean().item(),
+            "t2i_itc": (sim.argmax(0) == truth).float().mean().item(),
+            "i2t_itm": (i2t_itm == truth).float().mean().item(),
+            "t2i_itm": (t2i_itm == truth).float().mean().item(),
+            "chance": 1 / count, "count": count}
+
+
+# -- VQA: a short fine-tune of the pre-trained encoder + decoder --------------------------------------
+
+def qa_batches(world, tokenizer, processor, batch_size, start=0, seed=0):
+    """Endless batches of (image, one of its questions, the one-word answer): the question as the
+    image-grounded encoder reads it ([ENC] first), the answer as [DEC] word [SEP] (labels)."""
+    rng, index = random.Random(seed), start
+    while True:
+        scenes = world.scenes(batch_size, "train", start=index)
+        index += batch_size
+        qa = [rng.choice([q for q in s.questions if not q[0].startswith("how many")] or s.questions)
+              for s in scenes]
+        yield vqa_inputs(tokenizer, processor, scenes, [q for q, _ in qa], [a for _, a in qa])
+
+
+def vqa_inputs(tokenizer, processor, scenes, questions, answers=None):
+    q = tokenizer(questions)
+    batch = {"input_ids": with_first_token(q["input_ids"], tokenizer.enc_token_id),
+             "attention_mask": q["attention_mask"],
+             "pixel_values": processor([s.image for s in scenes])["pixel_values"]}
+    if answers is not None:
+        a = tokenizer(answers)["input_ids"]  # one word each: (B, 3), no padding
+        batch["labels"] = with_first_token(a, tokenizer.dec_token_id)
+    return batch
+
+
+@torch.no_grad()
+def answer(model: BlipForQuestionAnswering, tokenizer, scenes, questions):
+    batch = vqa_inputs(tokenizer, make_processor(model.config.vision.image_size), scenes, questions)
+    ids = model.generate(**batch, max_new_tokens=3)
+    return [tokenizer.decode(row) for row in ids]
+
+
+def vqa_accuracy(model, tokenizer, world, split, count=100, start=EVAL_START):
+    """Accuracy over every question (the trivial "how many" excluded) of `count` fresh scenes."""
+    scenes, questions, truths = [], [], []
+    for s in world.scenes(count, split, start=start):
+        for q, a in s.questions:
+            if not q.startswith("how many"):
+                scenes.append(s), questions.append(q), truths.append(a)
+    predicted = answer(model, tokenizer, scenes, questions)
+    return sum(p == t for p, t in zip(predicted, truths)) / len(truths)
+
+
+def finetune_vqa(model: BlipForPretraining, tokenizer, steps=150, lr=1e-3, batch_size=32, seed=0, progress=True):
+    """BlipForQuestionAnswering from the pre-trained weights, trained on the world's questions."""
+    torch.manual_seed(seed)
+    size = model.config.vision.image_size
+    world = ShapesWorld(image_size=size, max_shapes=1)
+    vqa = vqa_model(model)
+    batches = qa_batches(world, tokenizer, make_processor(size), batch_size, start=seed * 10**6 + 5 * 10**5, seed=seed)
+    history = train(vqa, batches, lambda m, b: m(**b).loss,
+                    TrainConfig(steps=steps, lr=lr, progress=progress, desc="blip vqa"))
+    return vqa.eval(), history
+
+
+# -- the whole recipe -------------------------------------------------------------------------------------
+
+def train_blip(steps=None, seed=0, device="cpu", lr=None, batch_size=None, size=TINY, share_text=True,
+               progress=True, eval_count=200, evaluate=True, **train_options):
+    """Pre-train a tiny BLIP from scratch with ITC + ITM + LM; returns (model, history, result)."""
+    steps = steps or RECIPE["steps"]
+    batch_size = batch_size or RECIPE["batch_size"]
+    torch.manual_seed(seed)
+    world = ShapesWorld(image_size=size["image_size"], max_shapes=1)
+    tokenizer = BlipShapesTokenizer()
+    processor = make_processor(size["image_size"])
+    model = init_embeddings(BlipForPretraining(tiny_config(tokenizer, size), share_text=share_text,
+                                               enc_token_id=tokenizer.enc_token_id))
+    # Distinct captions per batch: a repeated caption would be a false negative for ITC and ITM.
+    batches = pairs(world, tokenizer, processor, batch_size, start=seed * 10**6)
+    generator = torch.Generator().manual_seed(seed)  # the hard-negative draws
+    config = TrainConfig(steps=steps, lr=lr or RECIPE["lr"], device=device, progress=progress, desc="blip",
+                         **train_options)
+    start = time.time()
+    history = train(model, batches, lambda m, b: pretrain_step(m, b, generator), config)
+    model.to("cpu").eval()
+    result = dict(model="blip", steps=steps, batch_size=batch_size, seconds=round(time.time() - start, 1),
+                  loss_first=history.mean_loss(first=10), loss_last=history.mean_loss(last=10),
+                  losses_first={k: _mean(history.metrics[k][:10]) for k in ("itc", "itm", "lm")},
+                  losses_last={k: _mean(history.metrics[k][-10:]) for k in ("itc", "itm", "lm")})
+    if evaluate:
+        result.update(evaluate_blip(model, tokenizer, world, processor, eval_count))
+    return model, history, result
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def evaluate_blip(model, tokenizer, world, processor, count=200):
+    cap, ret = captioner(model), retriever(model)
+    splits = (("train", "train"), ("held_out", "test"))
+    return {"captions": {name: caption_quality(cap, tokenizer, world, processor, split, count)
+                         for name, split in splits},
+            "retrieval": {"train": retrieval_recall(ret, tokenizer, world, processor, "train", 32),
+                          "held_out": retrieval_recall(ret, tokenizer, world, processor, "test", 18)}}

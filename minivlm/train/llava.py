@@ -1,0 +1,344 @@
+"""The LLaVA recipe: two-stage training of a tiny LLaVA on the shapes world (Liu et al. 2023, section 4.2).
+
+    vision tower   the tiny CLIP ViT trained by dual_encoder.py (loaded from its run folder, or trained
+                   first); frozen in both stages, as in LLaVA
+    projector      linear -> gelu -> linear (LLaVA-1.5), new
+    language model a tiny Llama, new; optionally pre-trained as a text LM on the world's sentences
+
+    stage 1  feature alignment: projector only, on captions in the 'plain' template
+             "<image>a red circle on the left\\n"
+    stage 2  instruction tuning: projector + LM, on one exchange per record — "describe the image."
+             or one of the scene's questions — in CHAT, vicuna_v1's format ending replies with </s>
+
+Data goes the way a real LLaVA run's does: LLaVA-JSON records (data/llava_dataset.py's
+`shapes_records`) -> LlavaDataset (template, label mask checked at every reply boundary, HF's
+expanded <image> convention) -> LlavaCollator -> the model's own loss.
+
+Tokenizer: the character-level Llama-2-style tokenizer of trace.py (tokenizer.json written in code,
+read by weights_convert.load_tokenizer). The word-level ShapesTokenizer cannot say "USER:", "." or
+"</s>", which every conversation template needs; the character one can say anything, so the dataset,
+the templates and the label checks run unchanged. The price: ~60 tokens per exchange instead of ~12.
+
+The saved run folder is a LLaVA checkpoint like any other: weights_convert.load_pretrained loads it,
+and `python -m minivlm trace --checkpoint runs/llava --image scene.png --prompt "what color is the
+circle?"` answers with it (the trace's llava_hf prompt equals CHAT's generation prompt).
+"""
+import json
+import random
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.llava_dataset import LlavaCollator, LlavaDataset, shapes_records
+from ..data.shapes import ShapesWorld
+from ..models.llava import LlavaConfig, LlavaForConditionalGeneration, freeze
+from ..models.llava_splice import expand_image_tokens, tokenizer_image_token
+from ..processing.conversation import DEFAULT_IMAGE_TOKEN, Template, render
+from ..text.llama_config import LlamaConfig
+from ..trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
+from .dual_encoder import EVAL_START, load_vision_tower, train_dual_encoder
+from .loop import TrainConfig, train
+from .plot import smooth
+
+# vicuna_v1 without its 170-character system prompt: "USER: <image>\nq ASSISTANT: a</s>". Replies end
+# with </s> so the model learns to stop. Its generation prompt is the llava-hf one the trace uses.
+CHAT = Template("shapes_chat", "two", "", ("USER", "ASSISTANT"), " ", "</s>")
+DESCRIBE = "describe the image."
+QUESTION_TYPES = (("how many", "count"), ("what color", "color"), ("what shape", "shape"), ("where", "position"))
+
+TINY_LM = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2)
+RECIPE = dict(max_shapes=3, scenes=1500, batch_size=32, text_steps=0, text_lr=3e-3,
+              stage1_steps=150, stage1_lr=3e-3, stage2_steps=600, stage2_lr=2e-3, clip_steps=600)
+
+
+def question_type(question):
+    for start, kind in QUESTION_TYPES:
+        if question.startswith(start):
+            return kind
+    raise ValueError(f"unknown question {question!r}; expected one starting with "
+                     f"{[s for s, _ in QUESTION_TYPES]}")
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+def clip_tower(clip_run, clip_steps=600, progress=True):
+    """The trained CLIP ViT and its preprocessor config, from `clip_run`; trains and saves it there
+    first (dual_encoder.train_dual_encoder) when the folder holds no model."""
+    clip_run = Path(clip_run)
+    if not (clip_run / "model.safetensors").is_file():
+        train_dual_encoder("clip", steps=clip_steps, out=clip_run, progress=progress)
+    processor = json.loads((clip_run / "preprocessor_config.json").read_text())
+    hf_vision = json.loads((clip_run / "config.json").read_text())["vision_config"]
+    return load_vision_tower(clip_run), processor, hf_vision
+
+
+def build_llava(tower, vocab_size, lm=TINY_LM, seed=0):
+    """A LLaVA around a trained tower: new projector, new tiny Llama speaking the character vocabulary.
+    The <image> and <pad> ids are the two added tokens after the vocabulary (trace.ADDED)."""
+    torch.manual_seed(seed)
+    base = len(tiny_vocabulary())
+    image_id, pad_id = base + ADDED.index("<image>"), base + ADDED.index("<pad>")
+    text = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=512, rms_norm_eps=1e-5,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=pad_id, **lm)
+    cfg = LlavaConfig(vision_config=tower.config, text_config=text, image_token_index=image_id,
+                      image_seq_length=tower.config.num_patches)
+    model = LlavaForConditionalGeneration(cfg)
+    model.vision_tower.load_state_dict(tower.state_dict())  # strict: the same VisionTransformer
+    return model
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def caption_records(world, count, split="train", start=0):
+    """Stage 1: the 'describe' exchange of each scene alone (the plain template keeps image + caption)."""
+    return [dict(r, conversations=r["conversations"][:2]) for r in shapes_records(world, count, split, start)]
+
+
+def exchange_records(world, count, split="train", start=0):
+    """Stage 2: every exchange of every scene as its own one-turn record, the image in each.
+
+    One exchange per record, not the whole conversation: a later question could otherwise be answered
+    by copying from the caption the model just wrote, and evaluation asks each question alone."""
+    records = []
+    for r in shapes_records(world, count, split, start):
+        turns = r["conversations"]
+        for k in range(0, len(turns), 2):
+            question = turns[k]["value"].replace(f"{DEFAULT_IMAGE_TOKEN}\n", "")
+            records.append(dict(r, id=f"{r['id']}-{k // 2}", conversations=[
+                {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{question}"}, turns[k + 1]]))
+    return records
+
+
+def text_only(records):
+    """The same exchanges with the image taken out: sentences for pre-training the LM alone."""
+    return [dict(id=r["id"], conversations=[dict(t, value=t["value"].replace(f"{DEFAULT_IMAGE_TOKEN}\n", ""))
+                                            for t in r["conversations"]]) for r in records]
+
+
+def materialise(records, tokenizer, processor, template, model):
+    """Tokenize and preprocess every record once (LlavaDataset), HF's expanded <image> convention."""
+    cfg = model.config
+    dataset = LlavaDataset(records, tokenizer, processor, template=template, image_token_id=cfg.image_token_index,
+                           num_image_tokens=cfg.features_per_image)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def random_batches(items, collator, batch_size, seed=0):
+    """Endless batches of items drawn at random (with replacement across batches)."""
+    rng = random.Random(seed)
+    while True:
+        yield collator(rng.sample(items, min(batch_size, len(items))))
+
+
+def llava_loss(model, batch):
+    return model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                 attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+
+def text_loss(model, batch):
+    """LM pre-training: every real token is a target (labels were masked to replies by the dataset)."""
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return model.language_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                labels=labels).loss
+
+
+# --- answers and accuracy ------------------------------------------------------------------------
+
+@torch.no_grad()
+def answer(model, tokenizer, processor, images, prompts, max_new_tokens=12, stop=(2,), batch_size=64):
+    """Greedy replies to (image, prompt text holding <image>) pairs; prompts left-padded in batches."""
+    cfg = model.config
+    model.eval()
+    collator = LlavaCollator(cfg.text_config.pad_token_id, padding_side="left")
+    replies = []
+    for s in range(0, len(prompts), batch_size):
+        items = []
+        for image, text in zip(images[s:s + batch_size], prompts[s:s + batch_size]):
+            ids = expand_image_tokens(tokenizer_image_token(text, tokenizer), cfg.features_per_image,
+                                      cfg.image_token_index)
+            items.append(dict(id=len(items), input_ids=ids, labels=ids, pixel_values=processor(image)["pixel_values"]))
+        batch = collator(items)
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             pixel_values=batch["pixel_values"], max_new_tokens=max_new_tokens,
+                             eos_token_id=list(stop))
+        for row in out[:, batch["input_ids"].shape[1]:].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stop), len(row))
+            replies.append(tokenizer.decode(row[:cut]).strip())
+    return replies
+
+
+def chat_prompt(question):
+    return render(CHAT, [("human", f"{DEFAULT_IMAGE_TOKEN}\n{question}")], add_generation_prompt=True).text
+
+
+_PHRASE = re.compile(r"a (\w+) (\w+)")
+
+
+def caption_scores(caption, scene):
+    """Attribute hits of one caption: each shape's colour and kind in left-to-right order (as the
+    captions list them), the number of shapes, and (one shape) its position word."""
+    truth = sorted(scene.shapes, key=lambda s: s.cx)
+    said = _PHRASE.findall(caption)
+    hits = dict(exact=float(caption == scene.caption), count=float(len(said) == len(truth)),
+                color=sum(k < len(said) and said[k][0] == s.color for k, s in enumerate(truth)) / len(truth),
+                shape=sum(k < len(said) and said[k][1] == s.kind for k, s in enumerate(truth)) / len(truth))
+    if len(truth) == 1:
+        hits["position"] = float(truth[0].where in caption.split())
+    return hits
+
+
+def evaluate(model, tokenizer, processor, world, split, count, plain=False):
+    """Accuracy on `count` fresh scenes of `split` (indices from EVAL_START: never trained on).
+    Every question alone, exact answer; "describe the image." scored by caption_scores.
+    plain=True (after stage 1): captions only, prompted with the plain template's bare <image>."""
+    scenes = world.scenes(count, split, start=EVAL_START)
+    if plain:
+        captions = answer(model, tokenizer, processor, [s.image for s in scenes], [DEFAULT_IMAGE_TOKEN] * count,
+                          max_new_tokens=64, stop=(2, 13))  # the plain template ends a caption with "\n" (<0x0A>)
+    else:
+        captions = answer(model, tokenizer, processor, [s.image for s in scenes], [chat_prompt(DESCRIBE)] * count,
+                          max_new_tokens=64)
+    scores = [caption_scores(c, s) for c, s in zip(captions, scenes)]
+    result = {f"caption_{k}": mean([sc[k] for sc in scores if k in sc])
+              for k in ("exact", "color", "shape", "count", "position")}
+    result["caption_examples"] = [f"{s.caption} -> {c}" for s, c in zip(scenes[:3], captions[:3])]
+    if plain:
+        return result
+    asked = [(s, q, a) for s in scenes for q, a in s.questions]
+    replies = answer(model, tokenizer, processor, [s.image for s, _, _ in asked], [chat_prompt(q) for _, q, _ in asked])
+    by_type = {}
+    for (_, q, a), reply in zip(asked, replies):
+        by_type.setdefault(question_type(q), []).append(reply == a)
+    for kind, hits in by_type.items():
+        result[kind] = mean(hits)
+        result[f"{kind}_n"] = len(hits)
+    return result
+
+
+def mean(values):
+    values = list(values)
+    return round(sum(values) / len(values), 3) if values else None
+
+
+# --- the recipe ------------------------------------------------------------------------------------
+
+def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=True, eval_count=150,
+                lm=TINY_LM, **recipe):
+    """Train a tiny LLaVA in two stages; save it to `out` (if given). recipe overrides RECIPE's
+    entries (stage1_steps, stage2_lr, scenes, ...). Returns (model, histories, result)."""
+    unknown = set(recipe) - set(RECIPE)
+    if unknown:
+        raise ValueError(f"unknown recipe option(s) {sorted(unknown)}; known: {sorted(RECIPE)}")
+    r = dict(RECIPE, **recipe)
+    torch.manual_seed(seed)
+    tower, processor_cfg, hf_vision = clip_tower(clip_run, r["clip_steps"], progress)
+    import weights_convert
+    tok_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="minivlm-llava-"))
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_tiny_tokenizer(tok_dir)
+    (tok_dir / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
+    tokenizer, processor = weights_convert.load_tokenizer(tok_dir), weights_convert.load_image_processor(tok_dir)
+    model = build_llava(tower, vocab_size, lm, seed)
+    world = ShapesWorld(image_size=tower.config.image_size, max_shapes=r["max_shapes"], seed=seed)
+    collator = LlavaCollator(model.config.text_config.pad_token_id, image_token_id=model.config.image_token_index)
+
+    start = time.time()
+    chats = materialise(exchange_records(world, r["scenes"]), tokenizer, processor, CHAT, model)
+    captions = materialise(caption_records(world, r["scenes"]), tokenizer, processor, "plain", model)
+    prep_seconds = time.time() - start
+
+    histories, result = {}, dict(recipe=r, lm=lm, train_records=dict(stage1=len(captions), stage2=len(chats)),
+                                 prep_seconds=round(prep_seconds, 1))
+    if r["text_steps"]:
+        texts = [dict(i, pixel_values=None) for i in materialise(text_only(exchange_records(world, r["scenes"])),
+                                                                  tokenizer, None, CHAT, model)]
+        for p in model.parameters():
+            p.requires_grad_(True)
+        histories["text"] = train(model, random_batches(texts, collator, r["batch_size"], seed), text_loss,
+                                  TrainConfig(steps=r["text_steps"], lr=r["text_lr"], device=device,
+                                              progress=progress, desc="text LM"))
+    for stage, items in ((1, captions), (2, chats)):
+        trainable = freeze(model, stage)
+        config = TrainConfig(steps=r[f"stage{stage}_steps"], lr=r[f"stage{stage}_lr"], device=device,
+                             progress=progress, desc=f"stage {stage}")
+        histories[f"stage{stage}"] = train(model, random_batches(items, collator, r["batch_size"], seed + stage),
+                                           llava_loss, config)
+        h = histories[f"stage{stage}"]
+        result[f"stage{stage}"] = dict(steps=config.steps, seconds=round(h.seconds, 1),
+                                       trainable_parameters=sum(p.numel() for n, p in model.named_parameters()
+                                                                if n in set(trainable)),
+                                       loss_first=round(h.mean_loss(first=10), 4), loss_last=round(h.mean_loss(last=10), 4))
+        if stage == 1:
+            result["stage1"]["eval"] = evaluate(model, tokenizer, processor, world, "train", eval_count // 3, plain=True)
+    if "text" in histories:
+        result["text"] = dict(steps=r["text_steps"], seconds=round(histories["text"].seconds, 1),
+                              loss_first=round(histories["text"].mean_loss(first=10), 4),
+                              loss_last=round(histories["text"].mean_loss(last=10), 4))
+    start = time.time()
+    result["seen_combos"] = evaluate(model, tokenizer, processor, world, "train", eval_count)
+    result["held_out_combos"] = evaluate(model, tokenizer, processor, world, "test", eval_count)
+    result["eval_seconds"] = round(time.time() - start, 1)
+    model.eval()
+    if out is not None:
+        result["out"] = str(save_run(model, hf_vision, histories, result, out))
+    return model, histories, result
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+def llava_hf_config(cfg, hf_vision):
+    """LlavaConfig (ours) -> the dict transformers' LlavaConfig writes (what weights_convert reads)."""
+    t = cfg.text_config
+    text = dict(model_type="llama", vocab_size=t.vocab_size, hidden_size=t.hidden_size,
+                intermediate_size=t.intermediate_size, num_hidden_layers=t.num_hidden_layers,
+                num_attention_heads=t.num_attention_heads, num_key_value_heads=t.num_key_value_heads,
+                max_position_embeddings=t.max_position_embeddings, rms_norm_eps=t.rms_norm_eps,
+                rope_theta=t.rope_parameters["rope_theta"], hidden_act=t.hidden_act,
+                bos_token_id=t.bos_token_id, eos_token_id=t.eos_token_id, pad_token_id=t.pad_token_id,
+                tie_word_embeddings=t.tie_word_embeddings)
+    return dict(architectures=["LlavaForConditionalGeneration"], model_type="llava",
+                image_token_index=cfg.image_token_index, image_seq_length=cfg.image_seq_length,
+                pad_token_id=t.pad_token_id, projector_hidden_act=cfg.projector_hidden_act,
+                vision_feature_layer=cfg.vision_feature_layer,
+                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                vision_config=dict(hf_vision, model_type="clip_vision_model"), text_config=text)
+
+
+def save_run(model, hf_vision, histories, result, out):
+    """The run folder: a LLaVA checkpoint (config, weights, tokenizer, preprocessor) + history, metrics, plot."""
+    from .export import save_pretrained
+    out = Path(out)
+    save_pretrained(model, out, llava_hf_config(model.config, hf_vision))
+    (out / "history.json").write_text(json.dumps({k: h.as_dict() for k, h in histories.items()}) + "\n")
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    save_stage_curves(histories, out / "loss.png")
+    return out
+
+
+def save_stage_curves(histories, path, title="tiny LLaVA on the shapes world"):
+    """Every stage's loss on one step axis, each stage its own colour, a line where a stage starts."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+    except ImportError:
+        return None
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    offset = 0
+    for (name, h), colour in zip(histories.items(), ("tab:green", "tab:blue", "tab:orange")):
+        steps = range(offset + 1, offset + len(h.losses) + 1)
+        ax.plot(steps, h.losses, color=colour, alpha=0.3, lw=1)
+        ax.plot(steps, smooth(h.losses), color=colour, lw=2, label=name.replace("stage", "stage "))
+        if offset:
+            ax.axvline(offset + 0.5, color="grey", ls=":", lw=1)
+        offset += len(h.losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (cross-entropy per reply token)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return str(path)
