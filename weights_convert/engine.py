@@ -142,6 +142,7 @@ def squeeze_leading(n):
         if tuple(t.shape[:n]) != (1,) * n:
             raise ValueError(f"expected {n} leading axes of size 1, got shape {tuple(t.shape)}")
         return t.reshape(t.shape[n:])
+    transform.inverse = lambda t: t.reshape((1,) * n + tuple(t.shape))  # ours -> stored (train/export.py)
     return transform
 
 

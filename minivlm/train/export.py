@@ -36,6 +36,8 @@ def _inverse_transform(rule):
         return lambda tensors: tensors[0]
     if rule.transform is split_in_three:
         return lambda tensors: torch.cat(tensors, dim=0)  # q, k, v -> the fused (3D, ...) in_proj
+    if hasattr(rule.transform, "inverse"):  # e.g. squeeze_leading: (D,) -> the stored (1, 1, D)
+        return lambda tensors: rule.transform.inverse(tensors[0])
     raise NotImplementedError(f"no inverse for the transform of rule {rule.file!r}; add one in train/export.py")
 
 
