@@ -13,6 +13,7 @@ import os
 TRAINERS = {
     "clip": "minivlm.train.dual_encoder:run",
     "siglip": "minivlm.train.dual_encoder:run",
+    "blip": "minivlm.train.blip:run",
 }
 
 
