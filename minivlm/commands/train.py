@@ -14,6 +14,7 @@ TRAINERS = {
     "clip": "minivlm.train.dual_encoder:run",
     "siglip": "minivlm.train.dual_encoder:run",
     "blip": "minivlm.train.blip:run",
+    "llava": "minivlm.train.llava:run",
 }
 
 
