@@ -51,8 +51,13 @@ QUESTION_TYPES = (("how many", "count"), ("what color", "color"), ("what shape",
 
 TINY_LM = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2)
-RECIPE = dict(max_shapes=3, scenes=1500, batch_size=32, text_steps=0, text_lr=3e-3,
-              stage1_steps=150, stage1_lr=3e-3, stage2_steps=600, stage2_lr=2e-3, clip_steps=600)
+# Measured choices (see the module's notes in the README section): two shapes at most, so "how many"
+# has two answers and "where" is asked of single shapes; the tower's LAST layer with [CLS] kept
+# ('full') — in a 2-layer tower the penultimate layer is one layer deep, and the last [CLS] is what
+# CLIP trained; a 100-200 step text pre-training of the LM, without which stage 1 cannot move.
+RECIPE = dict(max_shapes=2, feature_layer=-1, select="full", scenes=2000, batch_size=32,
+              text_steps=200, text_lr=3e-3, stage1_steps=150, stage1_lr=3e-3, stage2_steps=1000, stage2_lr=2e-3,
+              clip_steps=None)
 
 
 def question_type(question):
@@ -65,7 +70,7 @@ def question_type(question):
 
 # --- the model -----------------------------------------------------------------------------------
 
-def clip_tower(clip_run, clip_steps=600, progress=True):
+def clip_tower(clip_run, clip_steps=None, progress=True):
     """The trained CLIP ViT and its preprocessor config, from `clip_run`; trains and saves it there
     first (dual_encoder.train_dual_encoder) when the folder holds no model."""
     clip_run = Path(clip_run)
@@ -76,7 +81,7 @@ def clip_tower(clip_run, clip_steps=600, progress=True):
     return load_vision_tower(clip_run), processor, hf_vision
 
 
-def build_llava(tower, vocab_size, lm=TINY_LM, seed=0):
+def build_llava(tower, vocab_size, lm=TINY_LM, seed=0, feature_layer=-2, select="default"):
     """A LLaVA around a trained tower: new projector, new tiny Llama speaking the character vocabulary.
     The <image> and <pad> ids are the two added tokens after the vocabulary (trace.ADDED)."""
     torch.manual_seed(seed)
@@ -85,7 +90,8 @@ def build_llava(tower, vocab_size, lm=TINY_LM, seed=0):
     text = LlamaConfig(vocab_size=vocab_size, max_position_embeddings=512, rms_norm_eps=1e-5,
                        bos_token_id=1, eos_token_id=2, pad_token_id=pad_id, **lm)
     cfg = LlavaConfig(vision_config=tower.config, text_config=text, image_token_index=image_id,
-                      image_seq_length=tower.config.num_patches)
+                      image_seq_length=tower.config.num_patches + int(select == "full"),
+                      vision_feature_layer=feature_layer, vision_feature_select_strategy=select)
     model = LlavaForConditionalGeneration(cfg)
     model.vision_tower.load_state_dict(tower.state_dict())  # strict: the same VisionTransformer
     return model
@@ -113,10 +119,13 @@ def exchange_records(world, count, split="train", start=0):
     return records
 
 
-def text_only(records):
-    """The same exchanges with the image taken out: sentences for pre-training the LM alone."""
-    return [dict(id=r["id"], conversations=[dict(t, value=t["value"].replace(f"{DEFAULT_IMAGE_TOKEN}\n", ""))
-                                            for t in r["conversations"]]) for r in records]
+def strip_images(items, image_token_id):
+    """The same token sequences with the image taken out: what the LM alone pre-trains on."""
+    out = []
+    for item in items:
+        keep = item["input_ids"] != image_token_id
+        out.append(dict(item, input_ids=item["input_ids"][keep], labels=item["labels"][keep], pixel_values=None))
+    return out
 
 
 def materialise(records, tokenizer, processor, template, model):
@@ -139,11 +148,10 @@ def llava_loss(model, batch):
                  attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
 
-def text_loss(model, batch):
+def text_loss(lm, batch):
     """LM pre-training: every real token is a target (labels were masked to replies by the dataset)."""
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    return model.language_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                labels=labels).loss
+    return lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
 
 
 # --- answers and accuracy ------------------------------------------------------------------------
@@ -242,7 +250,7 @@ def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
     vocab_size = write_tiny_tokenizer(tok_dir)
     (tok_dir / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
     tokenizer, processor = weights_convert.load_tokenizer(tok_dir), weights_convert.load_image_processor(tok_dir)
-    model = build_llava(tower, vocab_size, lm, seed)
+    model = build_llava(tower, vocab_size, lm, seed, r["feature_layer"], r["select"])
     world = ShapesWorld(image_size=tower.config.image_size, max_shapes=r["max_shapes"], seed=seed)
     collator = LlavaCollator(model.config.text_config.pad_token_id, image_token_id=model.config.image_token_index)
 
@@ -253,14 +261,13 @@ def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
 
     histories, result = {}, dict(recipe=r, lm=lm, train_records=dict(stage1=len(captions), stage2=len(chats)),
                                  prep_seconds=round(prep_seconds, 1))
-    if r["text_steps"]:
-        texts = [dict(i, pixel_values=None) for i in materialise(text_only(exchange_records(world, r["scenes"])),
-                                                                  tokenizer, None, CHAT, model)]
-        for p in model.parameters():
+    if r["text_steps"]:  # stage 0: the LM alone learns the world's language (both formats, no image)
+        texts = strip_images(captions + chats, model.config.image_token_index)
+        for p in model.language_model.parameters():
             p.requires_grad_(True)
-        histories["text"] = train(model, random_batches(texts, collator, r["batch_size"], seed), text_loss,
-                                  TrainConfig(steps=r["text_steps"], lr=r["text_lr"], device=device,
-                                              progress=progress, desc="text LM"))
+        histories["text"] = train(model.language_model, random_batches(texts, collator, r["batch_size"], seed),
+                                  text_loss, TrainConfig(steps=r["text_steps"], lr=r["text_lr"], device=device,
+                                                         progress=progress, desc="text LM"))
     for stage, items in ((1, captions), (2, chats)):
         trainable = freeze(model, stage)
         config = TrainConfig(steps=r[f"stage{stage}_steps"], lr=r[f"stage{stage}_lr"], device=device,
@@ -331,14 +338,28 @@ def save_stage_curves(histories, path, title="tiny LLaVA on the shapes world"):
     for (name, h), colour in zip(histories.items(), ("tab:green", "tab:blue", "tab:orange")):
         steps = range(offset + 1, offset + len(h.losses) + 1)
         ax.plot(steps, h.losses, color=colour, alpha=0.3, lw=1)
-        ax.plot(steps, smooth(h.losses), color=colour, lw=2, label=name.replace("stage", "stage "))
+        ax.plot(steps, smooth(h.losses), color=colour, lw=2, label={"text": "text LM only"}.get(name, name.replace("stage", "stage ")))
         if offset:
             ax.axvline(offset + 0.5, color="grey", ls=":", lw=1)
         offset += len(h.losses)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (cross-entropy per reply token)")
+    ax.set_ylabel("loss (cross-entropy per trained token)")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return str(path)
+
+
+def run(args):
+    """`python -m minivlm train llava`: --steps sets stage 2's steps; the CLIP tower comes from runs/clip
+    (trained there first with the CLIP recipe when missing)."""
+    recipe = {"stage2_steps": args.steps} if args.steps else {}
+    _, _, result = train_llava(out=args.out, clip_run=getattr(args, "clip_run", None) or "runs/clip",
+                               seed=args.seed, device=args.device, **recipe)
+    seen, held = result["seen_combos"], result["held_out_combos"]
+    line = lambda r: " ".join(f"{k} {r[k]:.0%}" for k in ("color", "shape", "count", "position", "caption_exact") if k in r)
+    print(f"unseen images, seen combinations: {line(seen)}\nheld-out combinations:            {line(held)}\n"
+          f"stage 1 {result['stage1']['steps']} steps {result['stage1']['seconds']:.0f}s, stage 2 "
+          f"{result['stage2']['steps']} steps {result['stage2']['seconds']:.0f}s; saved to {result['out']}", flush=True)
+    return result
