@@ -22,6 +22,13 @@ the templates and the label checks run unchanged. The price: ~60 tokens per exch
 The saved run folder is a LLaVA checkpoint like any other: weights_convert.load_pretrained loads it,
 and `python -m minivlm trace --checkpoint runs/llava --image scene.png --prompt "what color is the
 circle?"` answers with it (the trace's llava_hf prompt equals CHAT's generation prompt).
+
+Measured (defaults, 1 thread on a shared 2-core box, ~3.9 min): answers on unseen images of seen
+colour/shape combinations colour 0.83, shape 0.80, count 0.89, position 0.94, captions exact 0.41.
+On held-out combinations the questions fail (colour 0.16, shape 0.05) while captions still get the
+colour right (0.83): a question names one attribute ("what color is the circle?") and the tiny LM
+answers from what went with it in training rather than from the image. Stage 1 alone (frozen LM)
+cuts the caption loss 0.92 -> 0.30 but writes no correct caption yet; stage 2 does the learning.
 """
 import json
 import random
@@ -51,7 +58,7 @@ QUESTION_TYPES = (("how many", "count"), ("what color", "color"), ("what shape",
 
 TINY_LM = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2)
-# Measured choices (see the module's notes in the README section): two shapes at most, so "how many"
+# Measured choices: two shapes at most, so "how many"
 # has two answers and "where" is asked of single shapes; the tower's LAST layer with [CLS] kept
 # ('full') — in a 2-layer tower the penultimate layer is one layer deep, and the last [CLS] is what
 # CLIP trained; a 100-200 step text pre-training of the LM, without which stage 1 cannot move.
