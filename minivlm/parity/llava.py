@@ -37,17 +37,17 @@ def features_per_image(config):
     return (size // v.patch_size) ** 2 + int(config.vision_feature_select_strategy == "full")
 
 
-def llava_batch(config, generator, images_per_row, text_lengths=(11, 7, 5)):
-    """Left-padded (B, L) ids with one run of <image> tokens per image, and (I, 3, H, W) pixels."""
-    n = features_per_image(config)
+def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 7, 5)):
+    """Random text ids with one run of <image> tokens per entry of runs_per_row[r] (that run's length),
+    at random places, rows padded on the left: {"input_ids", "attention_mask"}, both (B, L)."""
     rows = []
-    for r, k in enumerate(images_per_row):
+    for r, runs in enumerate(runs_per_row):
         length = text_lengths[r % len(text_lengths)]
-        text = torch.randint(3, config.image_token_index, (length,), generator=generator)
-        pieces, cuts = [], sorted(torch.randint(0, length + 1, (k,), generator=generator).tolist())
-        start = 0
-        for cut in cuts:  # images at random places in the text
-            pieces += [text[start:cut], torch.full((n,), config.image_token_index)]
+        text = torch.randint(3, image_token, (length,), generator=generator)
+        cuts = sorted(torch.randint(0, length + 1, (len(runs),), generator=generator).tolist())
+        pieces, start = [], 0
+        for cut, run in zip(cuts, runs):  # images at random places in the text
+            pieces += [text[start:cut], torch.full((run,), image_token)]
             start = cut
         rows.append(torch.cat(pieces + [text[start:]]))
     longest = max(len(r) for r in rows)
@@ -56,7 +56,14 @@ def llava_batch(config, generator, images_per_row, text_lengths=(11, 7, 5)):
     for i, row in enumerate(rows):
         input_ids[i, longest - len(row):] = row
         attention_mask[i, longest - len(row):] = 1
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def llava_batch(config, generator, images_per_row, text_lengths=(11, 7, 5)):
+    """Left-padded (B, L) ids with one run of <image> tokens per image, and (I, 3, H, W) pixels."""
+    n = features_per_image(config)
+    inputs = left_padded_prompts(generator, [[n] * k for k in images_per_row], config.image_token_index,
+                                 text_lengths)
     if sum(images_per_row):
         v = config.vision_config
         hw = (v.image_size, v.image_size) if isinstance(v.image_size, int) else tuple(v.image_size)
@@ -85,23 +92,27 @@ def build_reference(overrides=(), text=(), vision=()):
     return transformers.LlavaForConditionalGeneration(cfg)
 
 
-def _case(name, overrides, text, vision, images, with_labels):
-    def build():
-        return build_reference(overrides, text, vision)
-
-    def make_inputs(reference, generator):
-        inputs = llava_batch(reference.config, generator, images)
+def image_prompt_cases(family, name, build, make_batch, has_images):
+    """Two cases per config: with labels (logits at real positions, loss, projected image features)
+    and without (logits, then greedy ids on the same left-padded batch)."""
+    def make_inputs(reference, generator, with_labels):
+        inputs = make_batch(reference.config, generator)
         if with_labels:
             inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
         return inputs
 
-    if with_labels:
-        fields = ("logits", "loss") + (("image_hidden_states",) if sum(images) else ())
-        return ParityCase("llava", f"{name}/loss", build, make_inputs, fields, valid_positions=real_positions)
-    return ParityCase("llava", f"{name}/generate", build, make_inputs, ("logits",),
-                      generate=dict(max_new_tokens=8), valid_positions=real_positions)
+    fields = ("logits", "loss") + (("image_hidden_states",) if has_images else ())
+    return [ParityCase(family, f"{name}/loss", build, lambda r, g: make_inputs(r, g, True), fields,
+                       valid_positions=real_positions),
+            ParityCase(family, f"{name}/generate", build, lambda r, g: make_inputs(r, g, False), ("logits",),
+                       generate=dict(max_new_tokens=8), valid_positions=real_positions)]
+
+
+def _cases(name, overrides, text, vision, images):
+    return image_prompt_cases("llava", name, lambda: build_reference(overrides, text, vision),
+                              lambda config, generator: llava_batch(config, generator, images), sum(images) > 0)
 
 
 CASES = []
 for _name, (_o, _t, _v, _images) in CONFIGS.items():
-    CASES += [_case(_name, _o, _t, _v, _images, True), _case(_name, _o, _t, _v, _images, False)]
+    CASES += _cases(_name, _o, _t, _v, _images)

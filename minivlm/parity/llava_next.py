@@ -6,8 +6,7 @@ if that disagrees with the features its model makes, so these cases test the cou
 import torch
 
 from ..processing.anyres import AnyresGeometry, num_image_tokens, num_tiles
-from .harness import ParityCase
-from .llava import PAD, TEXT, labels_for, real_positions
+from .llava import TEXT, image_prompt_cases, left_padded_prompts
 
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
               image_size=12, patch_size=6)                        # tiles of 12 px, 2 x 2 patches
@@ -38,24 +37,9 @@ def geometry_of(config):
 def llava_next_batch(config, generator, sizes_per_row, text_lengths=(11, 7, 5)):
     """Left-padded ids with one run of <image> tokens per image (num_image_tokens long), pixel_values
     (I, max tiles, 3, t, t) with zero tiles padding short stacks, as the processor pads, and image_sizes."""
-    geometry, token = geometry_of(config), config.image_token_index
-    rows = []
-    for r, sizes in enumerate(sizes_per_row):
-        length = text_lengths[r % len(text_lengths)]
-        text = torch.randint(3, token, (length,), generator=generator)
-        cuts = sorted(torch.randint(0, length + 1, (len(sizes),), generator=generator).tolist())
-        pieces, start = [], 0
-        for cut, size in zip(cuts, sizes):
-            pieces += [text[start:cut], torch.full((num_image_tokens(size, geometry),), token)]
-            start = cut
-        rows.append(torch.cat(pieces + [text[start:]]))
-    longest = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), longest), PAD)
-    attention_mask = torch.zeros(len(rows), longest, dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, longest - len(row):] = row
-        attention_mask[i, longest - len(row):] = 1
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    geometry = geometry_of(config)
+    runs = [[num_image_tokens(size, geometry) for size in sizes] for sizes in sizes_per_row]
+    inputs = left_padded_prompts(generator, runs, config.image_token_index, text_lengths)
     sizes = [s for row in sizes_per_row for s in row]
     if sizes:
         counts = [num_tiles(s, geometry) for s in sizes]
@@ -77,23 +61,11 @@ def build_reference(overrides=(), text=(), vision=()):
     return transformers.LlavaNextForConditionalGeneration(cfg)
 
 
-def _case(name, overrides, text, vision, sizes, with_labels):
-    def build():
-        return build_reference(overrides, text, vision)
-
-    def make_inputs(reference, generator):
-        inputs = llava_next_batch(reference.config, generator, sizes)
-        if with_labels:
-            inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
-        return inputs
-
-    if with_labels:
-        fields = ("logits", "loss", "image_hidden_states")
-        return ParityCase("llava_next", f"{name}/loss", build, make_inputs, fields, valid_positions=real_positions)
-    return ParityCase("llava_next", f"{name}/generate", build, make_inputs, ("logits",),
-                      generate=dict(max_new_tokens=8), valid_positions=real_positions)
+def _cases(name, overrides, text, vision, sizes):
+    return image_prompt_cases("llava_next", name, lambda: build_reference(overrides, text, vision),
+                              lambda config, generator: llava_next_batch(config, generator, sizes), True)
 
 
 CASES = []
 for _name, (_o, _t, _v, _sizes) in CONFIGS.items():
-    CASES += [_case(_name, _o, _t, _v, _sizes, True), _case(_name, _o, _t, _v, _sizes, False)]
+    CASES += _cases(_name, _o, _t, _v, _sizes)
