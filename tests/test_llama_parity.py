@@ -9,7 +9,7 @@ import torch
 import weights_convert
 from minivlm.blocks import set_attention_impl
 from minivlm.parity import FP32_TOLERANCE, run_case
-from minivlm.parity.harness import build_seeded, convert_reference, to_device
+from minivlm.parity.harness import assert_low_precision, build_seeded, convert_reference
 from minivlm.parity.llama import BASE, CASES, left_padded_batch
 from weights_convert.errors import MissingWeightsError
 
@@ -42,27 +42,15 @@ def pair():
     return ours, reference
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith("/loss")], ids=lambda c: c.name)
-def test_llama_bf16_cuda_top1(case, cuda_device):
-    """bf16 on the GPU: next-token top-1 agreement >= 99% over 8 x 48 real positions, logits within 0.1 * scale."""
-    import transformers
+def test_llama_bf16_long_batch(case, bf16_device):
+    """bf16 over 8 x 48 left-padded rows (RoPE frequencies stay fp32 in both, as from_pretrained(dtype=)
+    leaves them): logits within 5e-2 of their scale, >= 99% top-1 agreement at real positions."""
     reference = build_seeded(case.build_reference)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder, dtype=torch.bfloat16, device=cuda_device)
-        # from_pretrained(dtype=bf16), as users load it: RoPE frequencies stay float32 there (and in
-        # ours), whereas reference.to(bfloat16) would round HF's inv_freq buffer to bf16.
-        reference = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
-    reference = reference.to(cuda_device).eval()
     ids, mask = left_padded_batch(reference.config.vocab_size, torch.Generator().manual_seed(1),
                                   lengths=(48, 40, 33, 48, 25, 48, 47, 30))
-    inputs = to_device({"input_ids": ids, "attention_mask": mask}, cuda_device)
-    with torch.no_grad():
-        a, b = ours(**inputs).logits.float(), reference(**inputs).logits.float()
-    real = inputs["attention_mask"].bool()
-    agree = (a.argmax(-1) == b.argmax(-1))[real].float().mean().item()
-    assert agree >= 0.99, f"{case.name}: top-1 agreement {agree:.3f}"
-    assert (a - b)[real].abs().max() <= 0.1 * b[real].abs().max(), f"{case.name}: bf16 logits too far apart"
+    assert_low_precision(reference, {"input_ids": ids, "attention_mask": mask}, ("logits",), bf16_device,
+                         valid_positions=lambda inputs: inputs["attention_mask"].bool(), name=case.name)
 
 
 @torch.no_grad()

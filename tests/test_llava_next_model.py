@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 
 import weights_convert
 from minivlm.parity import FP32_TOLERANCE
-from minivlm.parity.harness import build_seeded, convert_reference, to_device
-from minivlm.parity.llava import labels_for
+from minivlm.parity.harness import assert_low_precision, build_seeded, convert_reference
+from minivlm.parity.llava import labels_for, real_positions
 from minivlm.parity.llava_next import CASES, geometry_of, llava_next_batch
 from minivlm.processing.anyres import num_image_tokens, num_tiles
 
@@ -115,24 +115,13 @@ def test_bad_input_is_refused():
         ours.get_image_features(inputs["pixel_values"], inputs["image_sizes"], vision_feature_select_strategy="full")
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith("/loss")], ids=lambda c: c.name)
-def test_llava_next_bf16_cuda(case, cuda_device):
-    """bf16 on the GPU: top-1 agreement >= 99% at real positions, logits within 0.1 * their scale,
-    loss within 2e-2."""
+def test_llava_next_bf16_long_batch(case, bf16_device):
+    """bf16 on four longer rows with six images of different sizes: every field within 5e-2 of the
+    reference's scale, >= 99% top-1 agreement at real positions."""
     reference = build_seeded(case.build_reference)
     sizes = [[(27, 104), (600, 512)], [(104, 27)], [(5, 301), (50, 50)], [(33, 47)]]
     inputs = llava_next_batch(reference.config, torch.Generator().manual_seed(1), sizes, text_lengths=(40, 33, 25, 47))
     inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder, dtype=torch.bfloat16, device=cuda_device)
-    reference = reference.to(device=cuda_device, dtype=torch.bfloat16)
-    inputs = to_device(inputs, cuda_device, torch.bfloat16)
-    with torch.no_grad():
-        a, b = ours(**inputs), reference(**inputs)
-    real = inputs["attention_mask"].bool()
-    la, lb = a.logits.float()[real], b.logits.float()[real]
-    agree = (la.argmax(-1) == lb.argmax(-1)).float().mean().item()
-    assert agree >= 0.99, f"{case.name}: top-1 agreement {agree:.3f}"
-    assert (la - lb).abs().max() <= 0.1 * lb.abs().max(), f"{case.name}: bf16 logits too far apart"
-    assert (a.loss.float() - b.loss.float()).abs() <= 2e-2
+    assert_low_precision(reference, inputs, case.fields, bf16_device,
+                         valid_positions=real_positions, name=case.name)

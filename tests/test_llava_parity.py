@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 
 import weights_convert
 from minivlm.parity import FP32_TOLERANCE
-from minivlm.parity.harness import build_seeded, convert_reference, to_device
-from minivlm.parity.llava import CASES, llava_batch, labels_for
+from minivlm.parity.harness import assert_low_precision, build_seeded
+from minivlm.parity.llava import CASES, labels_for, llava_batch, real_positions
 from weights_convert.errors import CheckpointError
 
 
@@ -86,25 +86,14 @@ def test_non_llama_language_model_is_refused():
             weights_convert.load_pretrained(saved)
 
 
-@pytest.mark.cuda
 @pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith("/loss")], ids=lambda c: c.name)
-def test_llava_bf16_cuda(case, cuda_device):
-    """bf16 on the GPU: next-token top-1 agreement >= 99% over the real positions, logits within
-    0.1 * their scale, loss within 2e-2, greedy ids equal on a short run."""
+def test_llava_bf16_long_batch(case, bf16_device):
+    """bf16 on four longer left-padded rows (the cases' own batches are short): every field within 5e-2
+    of the reference's scale, >= 99% top-1 agreement at real positions."""
     reference = build_seeded(case.build_reference)
     images = {"several-images-per-prompt": (2, 0, 1, 1), "layer-list-tied-mqa": (1, 2, 0, 1),
               "no-image-prompt": (0, 0, 0, 0)}.get(case.name.split("/")[0], (1, 1, 1, 1))
     inputs = llava_batch(reference.config, torch.Generator().manual_seed(1), images, text_lengths=(40, 33, 25, 47))
     inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder, dtype=torch.bfloat16, device=cuda_device)
-    reference = reference.to(device=cuda_device, dtype=torch.bfloat16)
-    inputs = to_device(inputs, cuda_device, torch.bfloat16)
-    with torch.no_grad():
-        a, b = ours(**inputs), reference(**inputs)
-    real = inputs["attention_mask"].bool()
-    la, lb = a.logits.float()[real], b.logits.float()[real]
-    agree = (la.argmax(-1) == lb.argmax(-1)).float().mean().item()
-    assert agree >= 0.99, f"{case.name}: top-1 agreement {agree:.3f}"
-    assert (la - lb).abs().max() <= 0.1 * lb.abs().max(), f"{case.name}: bf16 logits too far apart"
-    assert (a.loss.float() - b.loss.float()).abs() <= 2e-2
+    assert_low_precision(reference, inputs, case.fields, bf16_device,
+                         valid_positions=real_positions, name=case.name)
