@@ -11,15 +11,13 @@ from minivlm.text.bert import BertConfig
 
 from ..engine import KeyMap, Rule, split_in_three, squeeze_leading
 from ..registry import Family, register
+from .clip import vision_fields
 
 
 def vision_config(v):
-    return blip_vision_config(
-        image_size=v.get("image_size", 384), patch_size=v.get("patch_size", 16), num_channels=3,
-        hidden_size=v.get("hidden_size", 768), num_layers=v.get("num_hidden_layers", 12),
-        num_heads=v.get("num_attention_heads", 12), intermediate_size=v.get("intermediate_size", 3072),
-        hidden_act=v.get("hidden_act", "gelu"), layer_norm_eps=v.get("layer_norm_eps", 1e-5),
-        attention_dropout=v.get("attention_dropout", 0.0))
+    defaults = dict(image_size=384, patch_size=16, hidden_size=768, num_layers=12, num_heads=12,
+                    intermediate_size=3072, hidden_act="gelu", layer_norm_eps=1e-5)
+    return blip_vision_config(**{**vision_fields(v, defaults), "num_channels": 3})
 
 
 def text_config(t, vision_width):

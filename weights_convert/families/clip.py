@@ -59,28 +59,41 @@ def _square(value, name):
     return value
 
 
-def vision_config(hf):
-    """HF CLIPVisionConfig dict -> VisionConfig with CLIP's switches (missing fields: HF's defaults)."""
-    keys = dict(image_size="image_size", patch_size="patch_size", num_channels="num_channels",
-                hidden_size="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads",
-                intermediate_size="intermediate_size", hidden_act="hidden_act", layer_norm_eps="layer_norm_eps",
-                attention_dropout="attention_dropout")
-    cfg = {ours: hf[theirs] for ours, theirs in keys.items() if theirs in hf}
+# HF config field -> ours, for the towers built on CLIP's (CLIP, SigLIP, BLIP's vision tower).
+VISION_FIELDS = dict(image_size="image_size", patch_size="patch_size", num_channels="num_channels",
+                     hidden_size="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads",
+                     intermediate_size="intermediate_size", hidden_act="hidden_act",
+                     layer_norm_eps="layer_norm_eps", attention_dropout="attention_dropout")
+TEXT_FIELDS = dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
+                   num_heads="num_attention_heads", intermediate_size="intermediate_size",
+                   max_position_embeddings="max_position_embeddings", hidden_act="hidden_act",
+                   layer_norm_eps="layer_norm_eps", attention_dropout="attention_dropout",
+                   pad_token_id="pad_token_id")
+
+
+def pick(hf, fields, defaults=()):
+    """Our config kwargs from an HF config dict: the file's value where it has one, else the default
+    (HF's own default for that field; the file omits fields equal to it)."""
+    return {**dict(defaults), **{ours: hf[theirs] for ours, theirs in fields.items() if theirs in hf}}
+
+
+def vision_fields(hf, defaults=()):
+    cfg = pick(hf, VISION_FIELDS, defaults)
     if "patch_size" in cfg:
         cfg["patch_size"] = _square(cfg["patch_size"], "patch_size")
-    return clip_vision_config(**cfg)
+    return cfg
+
+
+def vision_config(hf):
+    """HF CLIPVisionConfig dict -> VisionConfig with CLIP's switches (missing fields: HF's defaults)."""
+    return clip_vision_config(**vision_fields(hf))
 
 
 def text_config(hf):
     """HF CLIPTextConfig dict -> TextConfig with CLIP's switches."""
-    keys = dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
-                num_heads="num_attention_heads", intermediate_size="intermediate_size",
-                max_position_embeddings="max_position_embeddings", hidden_act="hidden_act",
-                layer_norm_eps="layer_norm_eps", attention_dropout="attention_dropout",
-                eos_token_id="eos_token_id", pad_token_id="pad_token_id")
     defaults = dict(vocab_size=49408, hidden_size=512, num_layers=12, num_heads=8, intermediate_size=2048,
                     max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, eos_token_id=49407)
-    cfg = {**defaults, **{ours: hf[theirs] for ours, theirs in keys.items() if theirs in hf}}
+    cfg = pick(hf, {**TEXT_FIELDS, "eos_token_id": "eos_token_id"}, defaults)
     if not isinstance(cfg["eos_token_id"], int):
         raise ValueError(f"text eos_token_id must be one integer (CLIP pools at it), got {cfg['eos_token_id']!r}")
     return clip_text_config(**cfg)

@@ -9,7 +9,7 @@ from minivlm.models.siglip import (SiglipConfig, SiglipModel, SiglipTextModel, S
 
 from ..engine import KeyMap, Rule, split_in_three
 from ..registry import Family, register
-from .clip import ENCODER, TEXT_TOWER as CLIP_TEXT_TOWER, _square, sub_config, tower_alone
+from .clip import ENCODER, TEXT_FIELDS, TEXT_TOWER as CLIP_TEXT_TOWER, pick, sub_config, tower_alone, vision_fields
 
 VISION_TOWER = ENCODER + KeyMap(rules=[
     Rule("embeddings.patch_embedding.{wb}", "patch_embed.proj.{wb}"),
@@ -34,23 +34,11 @@ TEXT_TOWER = CLIP_TEXT_TOWER + KeyMap(rules=[Rule("head.{wb}", "head.{wb}")])
 
 
 def vision_config(hf):
-    keys = dict(image_size="image_size", patch_size="patch_size", num_channels="num_channels",
-                hidden_size="hidden_size", num_layers="num_hidden_layers", num_heads="num_attention_heads",
-                intermediate_size="intermediate_size", hidden_act="hidden_act", layer_norm_eps="layer_norm_eps",
-                attention_dropout="attention_dropout")
-    cfg = {ours: hf[theirs] for ours, theirs in keys.items() if theirs in hf}
-    if "patch_size" in cfg:
-        cfg["patch_size"] = _square(cfg["patch_size"], "patch_size")
-    return siglip_vision_config(use_head=hf.get("vision_use_head", True), **cfg)
+    return siglip_vision_config(use_head=hf.get("vision_use_head", True), **vision_fields(hf))
 
 
 def text_config(hf):
-    keys = dict(vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
-                num_heads="num_attention_heads", intermediate_size="intermediate_size",
-                max_position_embeddings="max_position_embeddings", hidden_act="hidden_act",
-                layer_norm_eps="layer_norm_eps", attention_dropout="attention_dropout",
-                head_size="projection_size", pad_token_id="pad_token_id")
-    return siglip_text_config(**{ours: hf[theirs] for ours, theirs in keys.items() if theirs in hf})
+    return siglip_text_config(**pick(hf, {**TEXT_FIELDS, "head_size": "projection_size"}))
 
 
 def vision_keymap(hf):
