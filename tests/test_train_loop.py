@@ -70,6 +70,8 @@ def test_loss_curve_png(tmp_path):
                     TrainConfig(steps=5, progress=False))
     path = save_loss_curve(history, tmp_path / "loss.png")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    path = save_loss_curve({"stage 1": history, "stage 2": history}, tmp_path / "stages.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_shapes_tokenizer_covers_the_world():

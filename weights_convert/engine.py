@@ -26,7 +26,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _PATTERNS = {"i": r"\d+", "j": r"\d+", "wb": r"weight|bias"}
 
 
-def _compile(template):
+def template_regex(template):
     """'a.{i}.b.{wb}' -> regex with named groups, dots escaped."""
     parts, pos = [], 0
     for m in _PLACEHOLDER.finditer(template):
@@ -45,7 +45,7 @@ class Rule:
     transform: callable = None         # tensor -> tensor, or -> tuple of tensors for a tuple of model keys
 
     def __post_init__(self):
-        self.pattern = _compile(self.file)
+        self.pattern = template_regex(self.file)
 
     def targets(self):
         return self.model if isinstance(self.model, tuple) else (self.model,)
@@ -59,7 +59,7 @@ class KeyMap:
 
     def __post_init__(self):
         self.rules = [r if isinstance(r, Rule) else Rule(*r) for r in self.rules]
-        self._skip = [_compile(s) for s in self.skip]
+        self._skip = [template_regex(s) for s in self.skip]
 
     def __add__(self, other):
         return KeyMap(self.rules + other.rules, self.skip + other.skip, {**self.tied, **other.tied})

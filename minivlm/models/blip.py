@@ -41,6 +41,15 @@ class BlipConfig:
                              f"vision tower is {self.vision.hidden_size} wide")
 
 
+def _decoder_output(logits, labels, image_embeds, label_smoothing, out):
+    """HF's BLIP outputs: the (label-smoothed) LM loss when labels are given, and the image tower's
+    last_hidden_state under both of its names."""
+    if labels is not None:
+        out.loss = lm_loss(logits, labels, label_smoothing)
+    out.image_embeds = out.last_hidden_state = image_embeds  # (B, 1 + N, Dv)
+    return out
+
+
 def _check_ids(input_ids, batch, what):
     if input_ids is None:
         raise ValueError(f"{what} needs input_ids (batch, seq_len) of token ids, got None")
@@ -124,12 +133,8 @@ class BlipForConditionalGeneration(BlipBase):
         _check_ids(input_ids, image_embeds.shape[0], "BlipForConditionalGeneration.forward")
         text = self.text_decoder(input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,
                                  is_decoder=True)
-        out = ModelOutput(logits=text.logits)  # (B, L, V)
-        if labels is not None:
-            out.loss = lm_loss(text.logits, labels, self.config.text.label_smoothing)
-        out.image_embeds = image_embeds
-        out.last_hidden_state = image_embeds
-        return out
+        return _decoder_output(text.logits, labels, image_embeds, self.config.text.label_smoothing,
+                               ModelOutput(logits=text.logits))  # logits (B, L, V)
 
     @torch.no_grad()
     def generate(self, pixel_values, input_ids=None, attention_mask=None, max_new_tokens=None, max_length=None,
@@ -224,12 +229,8 @@ class BlipForQuestionAnswering(BlipBase):
         answer = self.text_decoder(decoder_input_ids, decoder_attention_mask, encoder_hidden_states=question,
                                    encoder_attention_mask=attention_mask if self.mask_question_padding else None,
                                    is_decoder=True)
-        out = ModelOutput()
-        if labels is not None:
-            out.loss = lm_loss(answer.logits, labels, self.config.text.label_smoothing)
-        out.image_embeds = image_embeds
-        out.last_hidden_state = image_embeds
-        return out
+        # HF's VQA forward returns the loss but no logits
+        return _decoder_output(answer.logits, labels, image_embeds, self.config.text.label_smoothing, ModelOutput())
 
     @torch.no_grad()
     def generate(self, input_ids=None, pixel_values=None, attention_mask=None, max_new_tokens=None, max_length=None,

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..generation import generate
-from ..outputs import ModelOutput
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer

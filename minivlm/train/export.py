@@ -10,23 +10,11 @@ stored key becomes ours; `invert` runs it backwards. So a trained model is also 
 BLIP / LLaVA recipes add an `*_hf_config(config) -> dict` and reuse save_pretrained as is.
 """
 import json
-import re
 from pathlib import Path
 
 import torch
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-_PATTERNS = {"i": r"\d+", "j": r"\d+", "wb": r"weight|bias"}
-
-
-def _template_regex(template):
-    """'a.{i}.b.{wb}' -> a regex with named groups (the engine's placeholder rules, read the other way)."""
-    parts, pos = [], 0
-    for m in _PLACEHOLDER.finditer(template):
-        parts.append(re.escape(template[pos:m.start()]))
-        parts.append(f"(?P<{m.group(1)}>{_PATTERNS.get(m.group(1), r'[A-Za-z0-9_]+')})")
-        pos = m.end()
-    return re.compile("".join(parts) + re.escape(template[pos:]) + r"\Z")
+from weights_convert.engine import template_regex
 
 
 def _inverse_transform(rule):
@@ -48,7 +36,7 @@ def invert(keymap, state_dict):
     tied = set(keymap.tied)
     for rule in keymap.rules:
         targets = rule.targets()
-        first = _template_regex(targets[0])
+        first = template_regex(targets[0])
         for key in state_dict:
             m = first.match(key)
             if m is None or key in done:

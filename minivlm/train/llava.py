@@ -48,7 +48,7 @@ from ..text.llama_config import LlamaConfig
 from ..trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from .dual_encoder import EVAL_START, load_vision_tower, train_dual_encoder
 from .loop import TrainConfig, train
-from .plot import smooth
+from .plot import save_loss_curve
 
 # vicuna_v1 without its 170-character system prompt: "USER: <image>\nq ASSISTANT: a</s>". Replies end
 # with </s> so the model learns to stop. Its generation prompt is the llava-hf one the trace uses.
@@ -329,33 +329,10 @@ def save_run(model, hf_vision, histories, result, out):
     save_pretrained(model, out, llava_hf_config(model.config, hf_vision))
     (out / "history.json").write_text(json.dumps({k: h.as_dict() for k, h in histories.items()}) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    save_stage_curves(histories, out / "loss.png")
+    stage_names = {"text": "text LM only", "stage1": "stage 1", "stage2": "stage 2"}
+    save_loss_curve({stage_names.get(k, k): h for k, h in histories.items()}, out / "loss.png",
+                    title="tiny LLaVA on the shapes world", ylabel="loss (cross-entropy per trained token)")
     return out
-
-
-def save_stage_curves(histories, path, title="tiny LLaVA on the shapes world"):
-    """Every stage's loss on one step axis, each stage its own colour, a line where a stage starts."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
-    except ImportError:
-        return None
-    fig = Figure(figsize=(7, 3.5))
-    ax = fig.subplots()
-    offset = 0
-    for (name, h), colour in zip(histories.items(), ("tab:green", "tab:blue", "tab:orange")):
-        steps = range(offset + 1, offset + len(h.losses) + 1)
-        ax.plot(steps, h.losses, color=colour, alpha=0.3, lw=1)
-        ax.plot(steps, smooth(h.losses), color=colour, lw=2, label={"text": "text LM only"}.get(name, name.replace("stage", "stage ")))
-        if offset:
-            ax.axvline(offset + 0.5, color="grey", ls=":", lw=1)
-        offset += len(h.losses)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (cross-entropy per trained token)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return str(path)
 
 
 def run(args):
