@@ -1,26 +1,33 @@
 """load_tokenizer: a HF tokenizer folder -> a minivlm Tokenizer.
 
-Reads tokenizer_config.json (the class, the special tokens, padding side, model_max_length) and
-either tokenizer.json or vocab.json + merges.txt. As in transformers 5, the class decides:
-CLIPTokenizer and LlamaTokenizer(Fast) rebuild their own pipeline around the file's vocabulary and
-merges; PreTrainedTokenizerFast (Llama 3 and most recent checkpoints) takes tokenizer.json as is.
+Reads tokenizer_config.json (the class, the special tokens, padding side, model_max_length; older
+folders keep the special tokens in special_tokens_map.json) and either tokenizer.json,
+vocab.json + merges.txt (CLIP) or vocab.txt (BERT). As in transformers 5, the class decides:
+CLIPTokenizer, LlamaTokenizer(Fast) and BertTokenizer(Fast) rebuild their own pipeline around the
+file's vocabulary (and merges); PreTrainedTokenizerFast (Llama 3 and most recent checkpoints) takes
+tokenizer.json as is, a WordPiece model included.
 """
 import json
 from pathlib import Path
 
 from minivlm.processing.tokenizer import LARGE_INTEGER, AddedToken, template_from_json
-from minivlm.processing.tokenizer_families import (clip_tokenizer, llama_tokenizer, merges_from_json,
-                                                   tokenizer_from_json)
+from minivlm.processing.tokenizer_families import (bert_tokenizer, clip_tokenizer, llama_tokenizer, merges_from_json,
+                                                   tokenizer_from_json, wordpiece_tokenizer_from_json)
+from minivlm.processing.wordpiece import read_vocab_txt
 
 from .errors import CheckpointError, MissingConfigError
 
-SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
+# HF's SPECIAL_TOKENS_ATTRIBUTES, in its order (which decides the ids of tokens it has to add).
+SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+TOKENIZER_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")  # the ones our Tokenizer keeps
 GENERIC = ("PreTrainedTokenizerFast", "TokenizersBackend")
 # HF class defaults for the named special tokens, used when tokenizer_config.json leaves them out.
 CLASS_DEFAULTS = {
     "CLIPTokenizer": dict(bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                           pad_token="<|endoftext|>", padding_side="right"),
     "LlamaTokenizer": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token=None, padding_side="left"),
+    "BertTokenizer": dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
+                          mask_token="[MASK]", padding_side="right"),
 }
 SUPPORTED = sorted(set(CLASS_DEFAULTS) | set(GENERIC))
 
@@ -82,10 +89,15 @@ def load_tokenizer(folder):
     if not folder.is_dir():
         raise MissingConfigError(f"no tokenizer folder at {folder}")
     config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
-    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
-    if not (json_path.is_file() or (vocab_path.is_file() and merges_path.is_file())):
-        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt")
+    vocab_path, merges_path, vocab_txt = folder / "vocab.json", folder / "merges.txt", folder / "vocab.txt"
+    bpe_files = vocab_path.is_file() and merges_path.is_file()
+    if not (json_path.is_file() or bpe_files or vocab_txt.is_file()):
+        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt nor vocab.txt")
     config = read_json(config_path) if config_path.is_file() else {}
+    map_path = folder / "special_tokens_map.json"
+    if "added_tokens_decoder" not in config and map_path.is_file():
+        # transformers' legacy path: the map's special tokens override tokenizer_config's.
+        config = config | read_json(map_path)
     spec = read_json(json_path) if json_path.is_file() else None
     kind = (config.get("tokenizer_class") or ("PreTrainedTokenizerFast" if spec else "")).removesuffix("Fast")
     kind = "PreTrainedTokenizerFast" if kind == "PreTrainedTokenizer" else kind
@@ -93,9 +105,17 @@ def load_tokenizer(folder):
         raise CheckpointError(f"tokenizer_class {config.get('tokenizer_class')!r} in {config_path} is not supported; "
                               f"supported: {', '.join(SUPPORTED)}")
 
-    # The vocabulary and merges: from tokenizer.json, else (CLIP's hub files) vocab.json + merges.txt.
+    # The vocabulary and merges: from tokenizer.json, else (CLIP's hub files) vocab.json + merges.txt,
+    # else (BERT's) vocab.txt.
     if spec is not None:
         vocab, merges = spec["model"]["vocab"], merges_from_json(spec["model"].get("merges", []))
+    elif kind == "BertTokenizer":
+        if not vocab_txt.is_file():
+            raise MissingConfigError(f"BertTokenizer is read from vocab.txt or tokenizer.json (vocab.json + merges.txt "
+                                     f"are not supported for it); {folder} has neither")
+        vocab, merges = read_vocab_txt(vocab_txt), []
+    elif not bpe_files:
+        raise MissingConfigError(f"{kind} needs tokenizer.json or vocab.json + merges.txt in {folder}")
     else:
         vocab = read_json(vocab_path)
         lines = merges_path.read_text(encoding="utf-8").splitlines()
@@ -108,7 +128,7 @@ def load_tokenizer(folder):
     common = dict(added_tokens=added, padding_side=config.get("padding_side", defaults["padding_side"]),
                   truncation_side=config.get("truncation_side", "right"),
                   model_max_length=config.get("model_max_length", LARGE_INTEGER))
-    names = {name: token_text(value) for name, value in specials.items()}
+    names = {name: token_text(specials[name]) for name in TOKENIZER_NAMES}
     explicit_flags = "add_bos_token" in config or "add_eos_token" in config
 
     try:
@@ -116,11 +136,23 @@ def load_tokenizer(folder):
             return clip_tokenizer(vocab, merges, **names, **common)
         post = spec.get("post_processor") if spec else None
         template = flags_template(config, names, token_id) if explicit_flags or post is None else template_from_json(post)
+        if kind == "BertTokenizer":  # always [CLS] A [SEP]: the class sets it last, over add_bos/eos_token
+            return bert_tokenizer(vocab, do_lower_case=config.get("do_lower_case", True),
+                                  strip_accents=config.get("strip_accents"),
+                                  tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
+                                  cls_token=token_text(specials["cls_token"]),
+                                  sep_token=token_text(specials["sep_token"]),
+                                  clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
+                                  **names, **common)
         if kind == "LlamaTokenizer":
             return llama_tokenizer(vocab, merges, template=template, legacy=config.get("legacy", False),
                                    add_prefix_space=config.get("add_prefix_space") is not False, **names, **common)
         if spec is None:
             raise MissingConfigError(f"{kind} needs tokenizer.json in {folder}")
+        if spec["model"].get("type") == "WordPiece":
+            return wordpiece_tokenizer_from_json(
+                spec, template=template, clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
+                **names, **common)
         return tokenizer_from_json(spec, template=template, **names, **common)
     except ValueError as e:
         if isinstance(e, CheckpointError):

@@ -5,15 +5,19 @@
   <|startoftext|> ... <|endoftext|> around every text. Decoding turns "</w>" back into spaces.
 - Llama 2 (HF LlamaTokenizer, SentencePiece-style BPE): spaces become "▁", one "▁" prefixed to the
   text, no splitting into words; characters missing from the vocabulary fall back to <0xNN> bytes.
+- BERT (HF BertTokenizer, BLIP's text side): WordPiece, rebuilt from the vocabulary like the two
+  above (wordpiece.py); a tokenizer.json with a WordPiece model and no such class is read as is.
 - Any other tokenizer.json (Llama 3's PreTrainedTokenizerFast): its own components, read as is.
 
-transformers 5 rebuilds the first two from the class (only vocab, merges and the post-processor
+transformers 5 rebuilds CLIP, Llama 2 and BERT from the class (only vocab, merges and the post-processor
 come from the file), so we do the same: the class named in tokenizer_config.json decides.
 """
 from .bpe import BPE
 from .decoding import decoder_from_json
 from .pretokenize import CLIP_PATTERN, normalizer_from_json, pretokenizer_from_json
 from .tokenizer import Tokenizer, template_from_json
+from .wordpiece import (WordPiece, bert_normalizer, bert_pre_tokenizer, clean_up_tokenization, wordpiece_decoder,
+                        wp_decoder_from_json, wp_normalizer_from_json, wp_pretokenizer_from_json)
 
 CLIP_NORMALIZER = {"type": "Sequence", "normalizers": [
     {"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "}, {"type": "Lowercase"}]}
@@ -83,3 +87,33 @@ def tokenizer_from_json(spec, template=None, **kwargs):
                      pretokenizer_from_json(spec.get("pre_tokenizer")), decoder_from_json(spec.get("decoder")),
                      template=template if template is not None else template_from_json(spec.get("post_processor")),
                      **kwargs)
+
+
+# --- BERT's WordPiece (BLIP's text side) -------------------------------------------------------
+
+def bert_tokenizer(vocab, do_lower_case=True, strip_accents=None, tokenize_chinese_chars=True, cls_token="[CLS]",
+                   sep_token="[SEP]", unk_token="[UNK]", template=None, clean_up_tokenization_spaces=False,
+                   added_tokens=(), **kwargs):
+    """HF BertTokenizer's pipeline, rebuilt from the vocabulary and the class options (transformers 5
+    ignores tokenizer.json's normalizer, pre-tokenizer and decoder for this class): BertNormalizer,
+    BertPreTokenizer, WordPiece with "##", and [CLS] ... [SEP] around every text."""
+    model = WordPiece(vocab, unk_token=unk_token)
+    if template is None:
+        token_id = {t.content: t.id for t in added_tokens} | model.vocab
+        for name, token in (("cls_token", cls_token), ("sep_token", sep_token)):
+            if token not in token_id:
+                raise ValueError(f"BERT's {name} {token!r} is not in the vocabulary")
+        template = [token_id[cls_token], "A", token_id[sep_token]]
+    chain_ = wordpiece_decoder("##", cleanup=True)
+    return Tokenizer(model, bert_normalizer(True, tokenize_chinese_chars, strip_accents, do_lower_case),
+                     bert_pre_tokenizer, lambda tokens: "".join(chain_(list(tokens))), template=template,
+                     added_tokens=added_tokens, unk_token=unk_token,
+                     decode_cleanup=clean_up_tokenization if clean_up_tokenization_spaces else None, **kwargs)
+
+
+def wordpiece_tokenizer_from_json(spec, template=None, clean_up_tokenization_spaces=False, **kwargs):
+    """A tokenizer.json whose model is WordPiece, read as is (PreTrainedTokenizerFast)."""
+    return Tokenizer(WordPiece.from_json(spec["model"]), wp_normalizer_from_json(spec.get("normalizer")),
+                     wp_pretokenizer_from_json(spec.get("pre_tokenizer")), wp_decoder_from_json(spec.get("decoder")),
+                     template=template if template is not None else template_from_json(spec.get("post_processor")),
+                     decode_cleanup=clean_up_tokenization if clean_up_tokenization_spaces else None, **kwargs)
