@@ -57,6 +57,28 @@ def next_tokens(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
+def special_token_defaults(model, config, kwargs):
+    """eos / pad ids for generate() unless the caller gave them: the checkpoint's
+    generation_config.json first (load_pretrained keeps it as model.generation_config), then the
+    model config, as transformers resolves them. llava-hf folders, for one, set their pad id there
+    only, and it is what finished rows of a batch are filled with."""
+    stored = getattr(model, "generation_config", None) or {}
+    for name in ("eos_token_id", "pad_token_id"):
+        kwargs.setdefault(name, stored.get(name, getattr(config, name, None)))
+    return kwargs
+
+
+def new_token_budget(prompt_length, max_new_tokens=None, max_length=None):
+    """How many tokens to make: max_new_tokens, else HF's max_length (the prompt included), else 20."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    if max_length is not None:
+        if max_length <= prompt_length:
+            raise ValueError(f"max_length={max_length} leaves no room after a prompt of {prompt_length} tokens")
+        return max_length - prompt_length
+    return 20
+
+
 def _check_settings(max_new_tokens, temperature, top_k, top_p):
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
@@ -69,20 +91,22 @@ def _check_settings(max_new_tokens, temperature, top_k, top_p):
 
 
 @torch.no_grad()
-def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, max_new_tokens=20,
-             do_sample=False, temperature=1.0, top_k=None, top_p=None, eos_token_id=None, pad_token_id=None,
+def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, max_new_tokens=None,
+             max_length=None, do_sample=False, temperature=1.0, top_k=None, top_p=None, eos_token_id=None, pad_token_id=None,
              generator=None, use_cache=True, **model_kwargs):
     """Greedy (default) or sampled continuation of a (left-padded) batch of prompts.
 
-    eos_token_id: an id or a list; a row that produced one is finished and gets pad_token_id
-    (default: the first eos id) from then on. generator: a torch.Generator for reproducible sampling.
+    max_new_tokens (default 20), or max_length counting the prompt as HF does. eos_token_id: an id
+    or a list; a row that produced one is finished and gets pad_token_id (default: the first eos
+    id) from then on. generator: a torch.Generator for reproducible sampling.
     use_cache=False re-runs the whole sequence every step (the slow reference the tests compare to).
     """
-    _check_settings(max_new_tokens, temperature, top_k, top_p)
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("generate needs exactly one of input_ids or inputs_embeds; got "
                          + ("both" if input_ids is not None else "neither"))
     prompt = input_ids if input_ids is not None else inputs_embeds
+    max_new_tokens = new_token_budget(prompt.shape[1], max_new_tokens, max_length)
+    _check_settings(max_new_tokens, temperature, top_k, top_p)
     batch, length, device = prompt.shape[0], prompt.shape[1], prompt.device
     if not use_cache and input_ids is None:
         raise ValueError("use_cache=False re-feeds the token ids, so it needs input_ids, not inputs_embeds")

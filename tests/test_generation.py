@@ -166,3 +166,34 @@ def test_bad_settings(pair, prompt):
             ours.generate(input_ids=ids, attention_mask=mask, **kw)
     with pytest.raises(ValueError, match="needs input_ids"):
         generate(ours, inputs_embeds=torch.randn(1, 3, 48), use_cache=False)
+
+
+def test_generation_config_json_sets_eos_and_pad_like_hf(pair, prompt, tmp_path):
+    """A checkpoint whose generation_config.json names eos / pad ids the model config does not (as
+    llava-hf folders do for pad): both libraries read them, so finished rows get the same fill."""
+    import json
+    import transformers
+    import weights_convert
+    _, reference = pair
+    ids, mask = prompt
+    free = hf_generate(reference, ids, mask, max_new_tokens=12)
+    eos = int(free[0, ids.shape[1] + 2])          # a token row 0 makes early: it will stop there
+    pad = next(t for t in range(3, 60) if t not in free.tolist()[0] and t != eos)
+    reference.save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos, "pad_token_id": pad}))
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    ours = weights_convert.load_pretrained(tmp_path)
+    assert ours.config.eos_token_id != eos and ours.generation_config == {"eos_token_id": eos, "pad_token_id": pad}
+    expected = hf_generate(hf, ids, mask, max_new_tokens=12)
+    assert (expected[0, ids.shape[1] + 3:] == pad).all()  # the case is discriminating: row 0 padded with `pad`
+    assert torch.equal(ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12), expected)
+
+
+def test_max_length_counts_the_prompt_like_hf(pair, prompt):
+    ours, reference = pair
+    ids, mask = prompt
+    expected = hf_generate(reference, ids, mask, max_length=ids.shape[1] + 5)
+    assert expected.shape[1] == ids.shape[1] + 5
+    assert torch.equal(ours.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1] + 5), expected)
+    with pytest.raises(ValueError, match="leaves no room"):
+        ours.generate(input_ids=ids, attention_mask=mask, max_length=ids.shape[1])

@@ -26,6 +26,19 @@ def read_config(folder):
     path = folder / "config.json"
     if not path.is_file():
         raise MissingConfigError(f"no config.json in {folder}: cannot tell which model this checkpoint is")
+    return _read_json(path)
+
+
+def read_generation_config(folder):
+    """The special ids of generation_config.json (what transformers' generate takes from it), or {}."""
+    path = Path(folder) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    stored = _read_json(path)
+    return {k: stored[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if stored.get(k) is not None}
+
+
+def _read_json(path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

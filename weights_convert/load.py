@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from . import families  # noqa: F401  (registers every family)
-from .checkpoint import read_checkpoint, read_config
+from .checkpoint import read_checkpoint, read_config, read_generation_config
 from .engine import convert
 from .registry import family_for
 
@@ -19,6 +19,7 @@ def load_pretrained(folder, dtype=torch.float32, device="cpu"):
     stored = read_checkpoint(folder)
     state = convert(stored, family.keymap(config), model.state_dict(), where=f"checkpoint {folder}")
     model.load_state_dict(state, strict=True)
+    model.generation_config = read_generation_config(folder)  # eos / pad ids for generate()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     return model.to(device=device, dtype=dtype).eval()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..generation import generate
+from ..generation import generate, special_token_defaults
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer
@@ -175,16 +175,14 @@ class LlavaForConditionalGeneration(nn.Module):
         return out
 
     def generate(self, input_ids=None, pixel_values=None, attention_mask=None, inputs_embeds=None,
-                 max_new_tokens=20, **kwargs):
+                 **kwargs):
         """Prefill on the image+text embeddings, then cached decoding on ids; greedy by default.
         Returns prompt + new ids like HF (only the new ones when the prompt came as inputs_embeds)."""
-        text = self.config.text_config
-        kwargs.setdefault("eos_token_id", text.eos_token_id)
-        kwargs.setdefault("pad_token_id", text.pad_token_id)
+        special_token_defaults(self, self.config.text_config, kwargs)
         if pixel_values is not None:
             kwargs["pixel_values"] = pixel_values  # used by the prefill step only
         return generate(self, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                        max_new_tokens=max_new_tokens, **kwargs)
+                        **kwargs)
 
 
 # Two-stage training (LLaVA §4.2): which parts learn in which stage. The vision tower never does.

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
 from ..blocks.rotary import RotaryEmbedding
-from ..generation import generate
+from ..generation import generate, special_token_defaults
 from ..outputs import ModelOutput
 from .llama_config import LlamaConfig
 
@@ -136,9 +136,9 @@ class LlamaForCausalLM(nn.Module):
             out.hidden_states = body.hidden_states
         return out
 
-    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, max_new_tokens=20, **kwargs):
-        """Prompt + new tokens, greedy unless do_sample=True; eos / pad ids default to the config's."""
-        kwargs.setdefault("eos_token_id", self.config.eos_token_id)
-        kwargs.setdefault("pad_token_id", self.config.pad_token_id)
+    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        """Prompt + new tokens, greedy unless do_sample=True; eos / pad ids default to the checkpoint's
+        generation_config.json, then the config's."""
+        special_token_defaults(self, self.config, kwargs)
         return generate(self, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                        max_new_tokens=max_new_tokens, **kwargs)
+                        **kwargs)
