@@ -143,8 +143,8 @@ def test_errors(clip_dirs, tmp_path):
         ours.encode(42)
     with pytest.raises(MissingConfigError):
         weights_convert.load_tokenizer(tmp_path)
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
     (tmp_path / "vocab.json").write_text("{}")
     (tmp_path / "merges.txt").write_text("")
-    with pytest.raises(CheckpointError, match="BertTokenizer.*supported"):
+    with pytest.raises(CheckpointError, match="T5Tokenizer.*supported"):
         weights_convert.load_tokenizer(tmp_path)

@@ -184,9 +184,9 @@ def test_ignore_merges_equal_tokenizers():
 
 
 def test_unsupported_files(tmp_path):
-    spec = {"model": {"type": "WordPiece", "vocab": {"a": 0}}, "added_tokens": []}
+    spec = {"model": {"type": "Unigram", "vocab": [["a", 0.0]]}, "added_tokens": []}
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
-    with pytest.raises(CheckpointError, match="WordPiece"):
+    with pytest.raises(CheckpointError, match="Unigram"):
         weights_convert.load_tokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
     with pytest.raises(CheckpointError, match="Qwen2Tokenizer"):

@@ -108,6 +108,10 @@ def load_tokenizer(folder):
     # The vocabulary and merges: from tokenizer.json, else (CLIP's hub files) vocab.json + merges.txt,
     # else (BERT's) vocab.txt.
     if spec is not None:
+        model_type = spec.get("model", {}).get("type")
+        if model_type not in ("BPE", "WordPiece"):  # SentencePiece Unigram (T5, SigLIP), WordLevel ...
+            raise CheckpointError(f"{json_path}: a {model_type} tokenizer model is not implemented in minivlm "
+                                  f"(BPE and WordPiece are); use transformers' tokenizer for this folder")
         vocab, merges = spec["model"]["vocab"], merges_from_json(spec["model"].get("merges", []))
     elif kind == "BertTokenizer":
         if not vocab_txt.is_file():
