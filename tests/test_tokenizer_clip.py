@@ -8,9 +8,9 @@ import json
 import random
 
 import pytest
-import torch
 
 import weights_convert
+from tokenizer_checks import BATCH_SETTINGS, assert_batch_equal_hf
 from minivlm.processing.bpe import BPE, bytes_to_unicode, byte_level
 from weights_convert.errors import CheckpointError, MissingConfigError
 
@@ -67,23 +67,11 @@ def test_encode_decode_equal_hf(clip_dirs, which):
     assert (ours.bos_token_id, ours.eos_token_id, ours.pad_token_id) == (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id)
 
 
-@pytest.mark.parametrize("kwargs", [dict(padding=True), dict(padding="max_length", max_length=30),
-                                    dict(padding=True, truncation=True, max_length=6),
-                                    dict(padding=True, max_length=5),  # HF: max_length ignored, no truncation
-                                    dict(padding="max_length", truncation=True),  # model_max_length = 12
-                                    dict(padding=True, padding_side="left"),
-                                    dict(padding=True, truncation=True, max_length=4, truncation_side="left")])
+@pytest.mark.parametrize("kwargs", BATCH_SETTINGS)
 def test_batch_padding_truncation_equal_hf(clip_dirs, kwargs):
     hf = transformers.AutoTokenizer.from_pretrained(clip_dirs[0])
     ours = weights_convert.load_tokenizer(clip_dirs[0])
-    texts = ["Hello world!", "a photo of a red circle and a blue square and more words", "東京 😀", ""]
-    if "truncation_side" in kwargs:
-        hf.truncation_side = ours.truncation_side = kwargs.pop("truncation_side")
-    expected, got = hf(texts, return_tensors="pt", **kwargs), ours(texts, return_tensors="pt", **kwargs)
-    assert got["input_ids"].dtype == torch.long
-    assert torch.equal(got["input_ids"], expected["input_ids"]) and torch.equal(got.attention_mask, expected["attention_mask"])
-    single = ours("Hello world!", **kwargs)
-    assert single["input_ids"] == hf("Hello world!", **kwargs)["input_ids"]
+    assert_batch_equal_hf(hf, ours, ["Hello world!", "a photo of a red circle and a blue square and more words", "東京 😀", ""], kwargs)
 
 
 def test_max_length_alone_truncates_like_hf(clip_dirs):

@@ -14,9 +14,9 @@ import shutil
 import unicodedata
 
 import pytest
-import torch
 
 import weights_convert
+from tokenizer_checks import BATCH_SETTINGS, assert_batch_equal_hf
 from minivlm.processing.wordpiece import (WordPiece, bert_normalizer, bert_pre_tokenizer, read_vocab_txt,
                                          wordpiece_decoder)
 from weights_convert.errors import CheckpointError, MissingConfigError
@@ -146,23 +146,11 @@ def test_blip_tokens(dirs):
     assert weights_convert.load_tokenizer(dirs["blip_hub"]).model_max_length == 512
 
 
-@pytest.mark.parametrize("kwargs", [dict(padding=True), dict(padding="max_length", max_length=30),
-                                    dict(padding=True, truncation=True, max_length=6),
-                                    dict(padding=True, max_length=5),  # HF: max_length ignored, no truncation
-                                    dict(padding="max_length", truncation=True),  # model_max_length = 12
-                                    dict(padding=True, padding_side="left"),
-                                    dict(padding=True, truncation=True, max_length=4, truncation_side="left")])
+@pytest.mark.parametrize("kwargs", BATCH_SETTINGS)
 def test_batch_padding_truncation_equal_hf(dirs, kwargs):
     hf = transformers.AutoTokenizer.from_pretrained(dirs["blip"])
     ours = weights_convert.load_tokenizer(dirs["blip"])
-    texts = ["Hello world!", "a photo of a red circle and a blue square and more unaffable words", "東京 😀", ""]
-    if "truncation_side" in kwargs:
-        hf.truncation_side = ours.truncation_side = kwargs.pop("truncation_side")
-    expected, got = hf(texts, return_tensors="pt", **kwargs), ours(texts, return_tensors="pt", **kwargs)
-    assert got["input_ids"].dtype == torch.long
-    assert torch.equal(got["input_ids"], expected["input_ids"])
-    assert torch.equal(got.attention_mask, expected["attention_mask"])
-    assert ours("Hello world!", **kwargs)["input_ids"] == hf("Hello world!", **kwargs)["input_ids"]
+    assert_batch_equal_hf(hf, ours, ["Hello world!", "a photo of a red circle and a blue square and more unaffable words", "東京 😀", ""], kwargs)
 
 
 def test_add_bos_eos_flags_do_not_replace_cls_sep(dirs, tmp_path):

@@ -1,0 +1,22 @@
+"""Checks shared by the tokenizer test files: batch encoding against transformers' tokenizer."""
+import torch
+
+# Padding and truncation settings a batch is encoded with; model_max_length is 12 in the test folders.
+BATCH_SETTINGS = [dict(padding=True), dict(padding="max_length", max_length=30),
+                  dict(padding=True, truncation=True, max_length=6),
+                  dict(padding=True, max_length=5),  # HF: max_length ignored, no truncation
+                  dict(padding="max_length", truncation=True),  # model_max_length = 12
+                  dict(padding=True, padding_side="left"),
+                  dict(padding=True, truncation=True, max_length=4, truncation_side="left")]
+
+
+def assert_batch_equal_hf(hf, ours, texts, settings):
+    """Same input_ids and attention_mask tensors for a batch, and the same ids for one text."""
+    settings = dict(settings)
+    if "truncation_side" in settings:
+        hf.truncation_side = ours.truncation_side = settings.pop("truncation_side")
+    expected, got = hf(texts, return_tensors="pt", **settings), ours(texts, return_tensors="pt", **settings)
+    assert got["input_ids"].dtype == torch.long
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    assert ours(texts[0], **settings)["input_ids"] == hf(texts[0], **settings)["input_ids"]
