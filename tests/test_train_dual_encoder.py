@@ -78,6 +78,17 @@ def test_short_clip_training_learns_and_saves(tmp_path):
         assert torch.equal(tower(pixel_values).pooler_output, model.vision_model(pixel_values).pooler_output)
 
 
+def test_short_siglip_training_learns_shapes_not_only_colours():
+    """~20 s. The sigmoid loss used to stall where every colour is known but shapes are not (all
+    same-colour logits equal). Measured (500 steps, 8x8 patches, seed 0, 240 scenes): seen combinations
+    0.53 with the recipe's lr 1e-3, 0.28 with CLIP's 3e-3 (the old recipe); colours 1.00 in both."""
+    model, history, result = recipe.train_dual_encoder("siglip", steps=500, size=FAST, progress=False,
+                                                       eval_count=120)
+    assert result["loss_last"] < 0.5 * result["loss_first"]
+    assert result["zero_shot"]["train"] >= 0.4     # needs shapes: colour alone gives ~1/4 (3-4 shapes a colour)
+    assert result["zero_shot"]["held_out"] >= 0.1  # ~2x chance (1/24) on combinations never trained on
+
+
 def test_cli_train_siglip(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
