@@ -64,13 +64,17 @@ def one_reference_per_architecture():
     return seen
 
 
+# Built once: finding each case's architecture constructs every tiny reference.
+BY_ARCHITECTURE = one_reference_per_architecture()
+
+
 @pytest.fixture(scope="module")
 def saved_tree(tmp_path_factory):
     """A tree like a user's: one folder per architecture, and the trace's tiny LLaVA (with tokenizer
     and processor files) inside a hub-cache layout."""
     from minivlm.trace import build_default
     root = tmp_path_factory.mktemp("snapshots")
-    for arch, case in one_reference_per_architecture().items():
+    for arch, case in BY_ARCHITECTURE.items():
         build_seeded(case.build_reference).save_pretrained(root / arch)
     build_default(root / "models--tiny--llava" / "snapshots" / "0123abc")
     return root
@@ -78,10 +82,10 @@ def saved_tree(tmp_path_factory):
 
 def test_model_folders_finds_every_snapshot(saved_tree):
     found = {f.relative_to(saved_tree).as_posix() for f in model_folders(saved_tree)}
-    assert found == set(one_reference_per_architecture()) | {"models--tiny--llava/snapshots/0123abc"}
+    assert found == set(BY_ARCHITECTURE) | {"models--tiny--llava/snapshots/0123abc"}
 
 
-@pytest.mark.parametrize("arch", sorted(one_reference_per_architecture()))
+@pytest.mark.parametrize("arch", sorted(BY_ARCHITECTURE))
 def test_parity_checkpoint_command(arch, saved_tree, capsys):
     code, out = parity(capsys, "--checkpoint", str(saved_tree / arch), "--threads", "1")
     assert code == 0, out

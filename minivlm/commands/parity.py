@@ -34,7 +34,7 @@ def run(args):
         print("parity needs the reference: pip install -e '.[dev]' (transformers)")
         return 2
     from minivlm.parity import all_cases, check_case, format_table
-    from minivlm.parity.harness import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, TOP1_AGREEMENT
+    from minivlm.parity.harness import TOP1_AGREEMENT, default_tolerance
     from minivlm.parity.checkpoint import check_image_processor, check_tokenizer, checkpoint_case
     from weights_convert.errors import CheckpointError
 
@@ -43,7 +43,7 @@ def run(args):
     if args.threads or not args.checkpoint:
         torch.set_num_threads(args.threads or 1)
     dtype = getattr(torch, args.dtype)
-    tol = args.tolerance or (FP32_TOLERANCE if dtype == torch.float32 else LOW_PRECISION_TOLERANCE[dtype])
+    tol = args.tolerance or default_tolerance(dtype)
     notes, start = [], time.time()
     try:
         cases = [checkpoint_case(args.checkpoint)] if args.checkpoint else all_cases(args.family)

@@ -72,12 +72,10 @@ def _generation_mask(input_ids, attention_mask, pad_token_id, eos_token_id):
 def _max_new(max_new_tokens, max_length, prompt_len, max_positions):
     """New tokens to generate, counted as HF's generate counts them: max_new_tokens if given, else
     max_length (prompt included) if given, else 20 new tokens within the position table."""
-    if max_new_tokens is not None:
-        n = max_new_tokens
-    elif max_length is not None:
-        n = max_length - prompt_len
-    else:
+    if max_new_tokens is None and max_length is None:
         n = min(20 + prompt_len, max_positions) - prompt_len
+    else:
+        n = generation.new_token_budget(prompt_len, max_new_tokens, max_length)
     if n < 1:
         raise ValueError(f"nothing to generate: max_new_tokens={max_new_tokens}, max_length={max_length}, "
                          f"prompt of {prompt_len} tokens")

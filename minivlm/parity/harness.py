@@ -150,33 +150,41 @@ def run_case(case, device="cpu", dtype=torch.float32, seed=0):
     return result
 
 
+def default_tolerance(dtype):
+    """DESIGN.md's budget for a dtype: absolute in fp32, relative to the reference's scale below it."""
+    return FP32_TOLERANCE if dtype == torch.float32 else LOW_PRECISION_TOLERANCE[dtype]
+
+
+def within_budget(field, value, tolerance):
+    """A compared value passes: a "<field> top-1" agreement reaches TOP1_AGREEMENT, a diff stays <= tolerance."""
+    return value >= TOP1_AGREEMENT if field.endswith(" top-1") else value <= tolerance
+
+
 @torch.no_grad()
 def assert_low_precision(reference, inputs, fields, device, dtype=torch.bfloat16, valid_positions=None,
                          tolerance=None, name=""):
     """One reference on the caller's own (larger) batch: converted and reloaded in `dtype`, every
     field within the relative tolerance, logits at >= TOP1_AGREEMENT top-1 agreement."""
-    tolerance = tolerance or LOW_PRECISION_TOLERANCE[dtype]
+    tolerance = tolerance or default_tolerance(dtype)
     with tempfile.TemporaryDirectory() as folder:
         ours = convert_reference(reference, folder, dtype=dtype, device=device)
         reference = reload_reference(reference, folder, dtype, device)
     inputs = to_device(inputs, device, dtype)
     valid = valid_positions(inputs) if valid_positions else None
     diffs = compare_models(ours, reference, inputs, fields, valid, measure=relative_diff)
-    bad = {k: v for k, v in diffs.items() if (v < TOP1_AGREEMENT if k.endswith(" top-1") else v > tolerance)}
+    bad = {k: v for k, v in diffs.items() if not within_budget(k, v, tolerance)}
     assert not bad, f"{name} in {dtype}: " + ", ".join(f"{k} {v:.3g}" for k, v in bad.items())
 
 
 def check_case(case, device="cpu", dtype=torch.float32, tolerance=None):
     """Run a case and judge it: rows of (case, field, value or "equal"/"differ", ok). The tolerance
     defaults to DESIGN.md's budget for the dtype; top-1 rows must reach TOP1_AGREEMENT."""
-    if tolerance is None:
-        tolerance = FP32_TOLERANCE if dtype == torch.float32 else LOW_PRECISION_TOLERANCE[dtype]
+    tolerance = tolerance or default_tolerance(dtype)
     result = run_case(case, device=device, dtype=dtype)
     missing = set(case.fields) - set(result["diffs"])
     if missing:
         raise AssertionError(f"{case.name}: fields not compared: {sorted(missing)}")
-    rows = [(case.name, name, diff, diff >= TOP1_AGREEMENT if name.endswith(" top-1") else diff <= tolerance)
-            for name, diff in result["diffs"].items()]
+    rows = [(case.name, name, diff, within_budget(name, diff, tolerance)) for name, diff in result["diffs"].items()]
     if result["generate_equal"] is not None:
         equal = result["generate_equal"]
         rows.append((case.name, "greedy ids", "equal" if equal else "differ", equal))
