@@ -31,7 +31,8 @@ from ..processing.processors import processor_from_config
 from ..text.bert import BertConfig
 from .dual_encoder import pairs
 from .export import save_pretrained
-from .loop import TrainConfig, train
+from . import distributed
+from .loop import TrainConfig, options_from_args, train
 from .plot import save_loss_curve
 
 EVAL_START = 10**9   # scene indices for evaluation: far from any training index
@@ -278,7 +279,8 @@ def vqa_accuracy(model, tokenizer, world, split, count=100, start=EVAL_START):
     return sum(p == t for p, t in zip(predicted, truths)) / len(truths)
 
 
-def finetune_vqa(model: BlipForPretraining, tokenizer, steps=150, lr=1e-3, batch_size=32, seed=0, progress=True):
+def finetune_vqa(model: BlipForPretraining, tokenizer, steps=150, lr=1e-3, batch_size=32, seed=0, progress=True,
+                 **train_options):
     """BlipForQuestionAnswering from the pre-trained weights, trained on the world's questions."""
     torch.manual_seed(seed)
     size = model.config.vision.image_size
@@ -286,7 +288,7 @@ def finetune_vqa(model: BlipForPretraining, tokenizer, steps=150, lr=1e-3, batch
     vqa = vqa_model(model)
     batches = qa_batches(world, tokenizer, make_processor(size), batch_size, start=seed * 10**6 + 5 * 10**5, seed=seed)
     history = train(vqa, batches, lambda m, b: m(**b).loss,
-                    TrainConfig(steps=steps, lr=lr, progress=progress, desc="blip vqa"))
+                    TrainConfig(steps=steps, lr=lr, progress=progress, desc="blip vqa", **train_options))
     return vqa.eval(), history
 
 
@@ -307,7 +309,7 @@ def train_blip(steps=None, seed=0, device="cpu", lr=None, batch_size=None, size=
     batches = pairs(world, tokenizer, processor, batch_size, start=seed * 10**6)
     generator = torch.Generator().manual_seed(seed)  # the hard-negative draws
     config = TrainConfig(steps=steps, lr=lr or RECIPE["lr"], device=device, progress=progress, desc="blip",
-                         **train_options)
+                         generators=(generator,), **train_options)  # its state goes into checkpoints
     start = time.time()
     history = train(model, batches, lambda m, b: pretrain_step(m, b, generator), config)
     model.to("cpu").eval()
@@ -370,14 +372,18 @@ def save_run(model, tokenizer, history, result, out):
 def run(args):
     """`python -m minivlm train blip`: pre-train, evaluate, fine-tune VQA briefly, run CapFilt, save."""
     from .capfilt import capfilt_demo
-    model, history, result = train_blip(steps=args.steps, seed=args.seed, device=args.device)
+    options = options_from_args(args)
+    model, history, result = train_blip(steps=args.steps, seed=args.seed, device=args.device,
+                                        batch_size=getattr(args, "batch_size", None), **options)
     tokenizer, world = BlipShapesTokenizer(), ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
     processor = make_processor(model.config.vision.image_size)
-    vqa, _ = finetune_vqa(model, tokenizer, seed=args.seed)
+    vqa, _ = finetune_vqa(model, tokenizer, seed=args.seed, **options)
     result["vqa"] = {name: vqa_accuracy(vqa, tokenizer, world, split) for name, split in
                      (("train", "train"), ("held_out", "test"))}
     report = capfilt_demo(retriever(model), tokenizer, world, processor, captioner=captioner(model), seed=args.seed)
     result["capfilt"] = {k: v for k, v in report.items() if not k.endswith("records")}
+    if not distributed.is_main():  # under torchrun rank 0 writes and reports
+        return result
     result["out"] = str(save_run(model, tokenizer, history, result, args.out))
     c, r = result["captions"], result["retrieval"]
     print(f"captions exact {c['train']['exact']:.0%} (held-out combinations {c['held_out']['exact']:.0%}); "

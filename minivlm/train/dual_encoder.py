@@ -26,7 +26,8 @@ from ..models.siglip import SiglipConfig, SiglipModel, siglip_text_config, sigli
 from ..processing.processors import processor_from_config
 from ..zero_shot import class_embeddings, classify
 from .export import clip_hf_config, save_pretrained, siglip_hf_config
-from .loop import TrainConfig, train
+from . import distributed
+from .loop import TrainConfig, options_from_args, train
 from .plot import save_loss_curve
 
 # Prompt templates for zero-shot: the captions' own phrasings (the tokenizer knows no other words).
@@ -179,7 +180,7 @@ def train_dual_encoder(kind, steps=None, out=None, seed=0, device="cpu", lr=None
                   loss_first=history.mean_loss(first=10), loss_last=history.mean_loss(last=10),
                   zero_shot={name: zero_shot_accuracy(model, world, tokenize, processor, split, eval_count)
                              for name, split in (("held_out", "test"), ("train", "train"))})
-    if out is not None:
+    if out is not None and distributed.is_main():  # under torchrun rank 0 writes
         result["out"] = str(save_run(model, kind, tokenizer, history, result, out, size["image_size"]))
     return model, history, result
 
@@ -205,7 +206,10 @@ def load_vision_tower(run_dir="runs/clip"):
 
 def run(args):
     """`python -m minivlm train clip|siglip`: args.model, steps, out, seed, device."""
-    _, _, result = train_dual_encoder(args.model, steps=args.steps, out=args.out, seed=args.seed, device=args.device)
+    _, _, result = train_dual_encoder(args.model, steps=args.steps, out=args.out, seed=args.seed, device=args.device,
+                                      batch_size=getattr(args, "batch_size", None), **options_from_args(args))
+    if not distributed.is_main():
+        return result
     print(f"held-out zero-shot accuracy {result['zero_shot']['held_out']:.1%} "
           f"(train combinations {result['zero_shot']['train']:.1%}, chance 1/24) after {result['steps']} steps "
           f"in {result['seconds']:.0f}s; saved to {result['out']}", flush=True)

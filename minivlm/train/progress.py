@@ -1,4 +1,5 @@
-"""A progress bar on stderr, written by hand (no tqdm): step, rate, ETA and the latest metrics.
+"""A progress bar on stderr, written by hand (no tqdm): step, rate, ETA and the latest metrics
+(the loop adds tokens/s as "tok/s" when its batches hold tokens).
 
 On a terminal it redraws one line with '\r'; into a file or a pipe (CI logs, pytest) it prints a
 plain line every tenth of the run instead, so logs stay readable.
@@ -13,8 +14,9 @@ def _clock(seconds):
 
 
 class ProgressBar:
-    def __init__(self, total, desc="", width=24, stream=None, min_interval=0.2):
+    def __init__(self, total, desc="", width=24, stream=None, min_interval=0.2, initial=0):
         self.total, self.desc, self.width = total, desc, width
+        self.initial = initial  # steps already done before this bar (a resumed run): not in the rate
         self.stream = stream if stream is not None else sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.min_interval = min_interval
@@ -24,7 +26,7 @@ class ProgressBar:
 
     def line(self, done, metrics):
         elapsed = time.time() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.initial) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else 0.0
         filled = int(self.width * done / self.total)
         bar = "#" * filled + "-" * (self.width - filled)
