@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checkpointing, distributed
+from .batches import BatchStream
 from .progress import ProgressBar
 from .schedule import warmup_cosine
 
@@ -148,44 +149,6 @@ def batch_tokens(batch):
         if torch.is_tensor(batch.get("input_ids")):
             return batch["input_ids"].numel()
     return 0
-
-
-class BatchStream:
-    """The micro-batches one rank trains on, in a fixed global order.
-
-    Global micro-batch g = (step * K + m) * W + rank for micro-batch m of K, rank of W: the W ranks of
-    one step together see the same K * W consecutive batches as one process with grad_accum K * W
-    (DistributedSampler's "each rank its own shard", at batch granularity). `batches` is either an
-    iterator (every rank draws every batch and keeps its own: simple, and exact for any generator) or
-    a callable batch(g) (random access: each rank builds only its own, see ShardedBatches)."""
-
-    def __init__(self, batches, accum=1, world=1, rank=0):
-        self.random_access = callable(batches) and not hasattr(batches, "__next__")
-        self.source = batches if self.random_access else iter(batches)
-        self.accum, self.world, self.rank = accum, world, rank
-        self.drawn = 0
-
-    def _draw(self, wanted):
-        try:
-            batch = next(self.source)
-        except StopIteration:
-            raise ValueError(f"the batch iterator ran out after {self.drawn} batches; {wanted} were asked") from None
-        self.drawn += 1
-        return batch
-
-    def skip(self, steps, total_steps):
-        """Move past `steps` steps' batches (resume): an iterator replays them, random access jumps."""
-        if not self.random_access:
-            for _ in range(steps * self.accum * self.world):
-                self._draw(total_steps * self.accum * self.world)
-
-    def take(self, step, total_steps):
-        """This rank's K micro-batches of `step`."""
-        per_step = self.accum * self.world
-        if self.random_access:
-            return [self.source((step * self.accum + m) * self.world + self.rank) for m in range(self.accum)]
-        drawn = [self._draw(total_steps * per_step) for _ in range(per_step)]
-        return drawn[self.rank::self.world]
 
 
 def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
@@ -318,4 +281,4 @@ class _Log:
         self.file.flush()
 
 
-__all__ = ["TrainConfig", "History", "BatchStream", "train", "options_from_args", "to_device", "param_groups", "trained_tokens"]
+__all__ = ["TrainConfig", "History", "train", "options_from_args", "to_device", "param_groups", "trained_tokens"]
