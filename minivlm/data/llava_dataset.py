@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..models.llava_splice import IGNORE_INDEX, IMAGE_TOKEN_INDEX, expand_image_tokens, tokenizer_image_token
-from ..processing.conversation import DEFAULT_IMAGE_TOKEN, get_template, render
+from ..processing.conversation import DEFAULT_IMAGE_TOKEN, get_template, normalise_turns, render
 
 
 class LabelMaskError(ValueError):
@@ -64,6 +64,60 @@ def load_records(source):
         return [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" \
             else json.loads(text)
     return list(source)
+
+
+def record_problem(record, image_folder=None):
+    """Why `record` cannot be trained on, or None. Cheap checks (no image is decoded): its structure,
+    that the turns alternate human / gpt starting with human, that its image files exist, that the
+    <image> markers match its images, and that no reply is empty. A real dataset holds such records
+    (LLaVA-Instruct has a few hundred); training on them silently would teach garbage."""
+    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
+        return "no 'conversations' list"
+    turns = record["conversations"]
+    if not turns:
+        return "no turns"
+    if any(not isinstance(t, dict) or not isinstance(t.get("value"), str) or "from" not in t for t in turns):
+        return "a turn is not {'from': ..., 'value': str}"
+    try:
+        normalise_turns(turns)
+    except ValueError as e:
+        return str(e)
+    images = record.get("image")
+    images = [] if images is None else images if isinstance(images, (list, tuple)) else [images]
+    for image in images:
+        if isinstance(image, (str, Path)):
+            path = Path(image_folder) / image if image_folder is not None else Path(image)
+            if not path.is_file():
+                return f"image file {str(path)!r} not found"
+    markers = sum(t["value"].count(DEFAULT_IMAGE_TOKEN) for t in turns)
+    if markers != len(images):
+        return f"{markers} {DEFAULT_IMAGE_TOKEN} marker(s) in its turns for {len(images)} image(s)"
+    if len(turns) % 2:
+        return "it ends with a human turn that has no reply"
+    for i, t in enumerate(turns[1::2]):
+        if not t["value"].strip():
+            return f"reply {i} is empty"
+    return None
+
+
+def check_records(records, image_folder=None, on_bad="fail"):
+    """(good records, [(id, problem), ...]) for on_bad="skip"; on_bad="fail" raises a ValueError listing
+    the bad records' ids and problems (the first 20) when there is any."""
+    if on_bad not in ("skip", "fail"):
+        raise ValueError(f"on_bad must be 'skip' or 'fail', got {on_bad!r}")
+    good, bad = [], []
+    for i, record in enumerate(records):
+        problem = record_problem(record, image_folder)
+        if problem is None:
+            good.append(record)
+        else:
+            bad.append((record.get("id", i) if isinstance(record, dict) else i, problem))
+    if bad and on_bad == "fail":
+        listed = "\n".join(f"  {rid!r}: {problem}" for rid, problem in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ValueError(f"{len(bad)} of {len(records)} record(s) cannot be trained on (skip them with "
+                         f"--on-bad-record skip):\n{listed}{more}")
+    return good, bad
 
 
 class LlavaDataset(torch.utils.data.Dataset):

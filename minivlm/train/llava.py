@@ -47,7 +47,8 @@ from ..processing.conversation import DEFAULT_IMAGE_TOKEN, Template, render
 from ..text.llama_config import LlamaConfig
 from ..trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from .dual_encoder import EVAL_START, load_vision_tower, train_dual_encoder
-from .loop import TrainConfig, train
+from . import distributed
+from .loop import TrainConfig, options_from_args, train, trained_tokens
 from .plot import save_loss_curve
 
 # vicuna_v1 without its 170-character system prompt: "USER: <image>\nq ASSISTANT: a</s>". Replies end
@@ -83,6 +84,7 @@ def clip_tower(clip_run, clip_steps=None, progress=True):
     clip_run = Path(clip_run)
     if not (clip_run / "model.safetensors").is_file():
         train_dual_encoder("clip", steps=clip_steps, out=clip_run, progress=progress)
+        distributed.barrier()  # under torchrun rank 0 saves it; the others wait to read it
     processor = json.loads((clip_run / "preprocessor_config.json").read_text())
     hf_vision = json.loads((clip_run / "config.json").read_text())["vision_config"]
     return load_vision_tower(clip_run), processor, hf_vision
@@ -159,6 +161,11 @@ def text_loss(lm, batch):
     """LM pre-training: every real token is a target (labels were masked to replies by the dataset)."""
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     return lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+
+
+def text_tokens(batch):
+    """What text_loss trains on: every real token after the first (its loss_weight)."""
+    return float(batch["attention_mask"][:, 1:].sum())
 
 
 # --- answers and accuracy ------------------------------------------------------------------------
@@ -242,17 +249,20 @@ def mean(values):
 # --- the recipe ------------------------------------------------------------------------------------
 
 def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=True, eval_count=150,
-                lm=TINY_LM, **recipe):
+                lm=TINY_LM, train_options=None, **recipe):
     """Train a tiny LLaVA in two stages; save it to `out` (if given). recipe overrides RECIPE's
-    entries (stage1_steps, stage2_lr, scenes, ...). Returns (model, histories, result)."""
+    entries (stage1_steps, stage2_lr, scenes, ...); train_options go to every stage's TrainConfig
+    (checkpoints, grad_accum, precision). Returns (model, histories, result)."""
     unknown = set(recipe) - set(RECIPE)
     if unknown:
         raise ValueError(f"unknown recipe option(s) {sorted(unknown)}; known: {sorted(RECIPE)}")
     r = dict(RECIPE, **recipe)
+    options = dict(train_options or {}, loss_weight=trained_tokens)  # accumulated micro-batches count by tokens
     torch.manual_seed(seed)
     tower, processor_cfg, hf_vision = clip_tower(clip_run, r["clip_steps"], progress)
     import weights_convert
-    tok_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="minivlm-llava-"))
+    # Under torchrun only rank 0 writes into `out`; the others keep their tokenizer in a folder of their own.
+    tok_dir = Path(out) if out is not None and distributed.is_main() else Path(tempfile.mkdtemp(prefix="minivlm-llava-"))
     tok_dir.mkdir(parents=True, exist_ok=True)
     vocab_size = write_tiny_tokenizer(tok_dir)
     (tok_dir / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
@@ -274,11 +284,12 @@ def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
             p.requires_grad_(True)
         histories["text"] = train(model.language_model, random_batches(texts, collator, r["batch_size"], seed),
                                   text_loss, TrainConfig(steps=r["text_steps"], lr=r["text_lr"], device=device,
-                                                         progress=progress, desc="text LM"))
+                                                         progress=progress, desc="text LM",
+                                                         **dict(options, loss_weight=text_tokens)))
     for stage, items in ((1, captions), (2, chats)):
         trainable = freeze(model, stage)
         config = TrainConfig(steps=r[f"stage{stage}_steps"], lr=r[f"stage{stage}_lr"], device=device,
-                             progress=progress, desc=f"stage {stage}")
+                             progress=progress, desc=f"stage {stage}", **options)
         histories[f"stage{stage}"] = train(model, random_batches(items, collator, r["batch_size"], seed + stage),
                                            llava_loss, config)
         h = histories[f"stage{stage}"]
@@ -297,7 +308,7 @@ def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
     result["held_out_combos"] = evaluate(model, tokenizer, processor, world, "test", eval_count)
     result["eval_seconds"] = round(time.time() - start, 1)
     model.eval()
-    if out is not None:
+    if out is not None and distributed.is_main():
         result["out"] = str(save_run(model, hf_vision, histories, result, out))
     return model, histories, result
 
@@ -338,9 +349,17 @@ def save_run(model, hf_vision, histories, result, out):
 def run(args):
     """`python -m minivlm train llava`: --steps sets stage 2's steps; the CLIP tower comes from runs/clip
     (trained there first with the CLIP recipe when missing)."""
+    options = options_from_args(args)
+    if getattr(args, "data", None):  # your own LLaVA-format data (llava_json.py)
+        from .llava_json import run as run_on_json
+        return run_on_json(args, options)
     recipe = {"stage2_steps": args.steps} if args.steps else {}
+    if getattr(args, "batch_size", None):
+        recipe["batch_size"] = args.batch_size
     _, _, result = train_llava(out=args.out, clip_run=getattr(args, "clip_run", None) or "runs/clip",
-                               seed=args.seed, device=args.device, **recipe)
+                               seed=args.seed, device=args.device, train_options=options, **recipe)
+    if not distributed.is_main():
+        return result
     seen, held = result["seen_combos"], result["held_out_combos"]
     line = lambda r: " ".join(f"{k} {r[k]:.0%}" for k in ("color", "shape", "count", "position", "caption_exact") if k in r)
     print(f"unseen images, seen combinations: {line(seen)}\nheld-out combinations:            {line(held)}\n"

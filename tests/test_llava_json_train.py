@@ -1,0 +1,123 @@
+"""`train llava --data conversations.json --images DIR --from DIR`: LLaVA-format JSON (shapes-world PNGs on
+disk), starting from a LLaVA folder transformers wrote; stage 1 moves only the projector, stage 2 the
+projector and the LM; bad records are named and skipped or refused; transformers loads the result."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from minivlm.commands import train as train_command
+from minivlm.data.shapes import ShapesWorld
+from minivlm.trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
+from minivlm.train.dual_encoder import processor_config
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """A tiny LLaVA saved by transformers, with the character tokenizer and a CLIP processor."""
+    folder = tmp_path_factory.mktemp("start")
+    vocab_size = write_tiny_tokenizer(folder)
+    base = len(tiny_vocabulary())
+    image_id, pad_id = base + ADDED.index("<image>"), base + ADDED.index("<pad>")
+    vision = transformers.CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                           num_hidden_layers=2, num_attention_heads=2)
+    text = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                    pad_token_id=pad_id, bos_token_id=1, eos_token_id=2)
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
+                                      image_seq_length=16, vision_feature_layer=-1,
+                                      vision_feature_select_strategy="default", pad_token_id=pad_id)
+    torch.manual_seed(0)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config("clip", 32)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """24 good records (one scene each, its PNG on disk) + 4 bad ones of each kind the checks know."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "images").mkdir()
+    records = []
+    for scene in ShapesWorld(image_size=32, max_shapes=2, seed=0).scenes(24):
+        name = f"scene{scene.index}.png"
+        scene.image.save(folder / "images" / name)
+        question, reply = scene.questions[0]
+        records.append({"id": f"s{scene.index}", "image": name, "conversations": [
+            {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": reply},
+            {"from": "human", "value": "describe the image."}, {"from": "gpt", "value": scene.caption}]})
+    ok = records[0]["conversations"]
+    records += [
+        {"id": "missing-file", "image": "nowhere.png", "conversations": ok},
+        {"id": "no-marker", "image": "scene0.png", "conversations": [dict(ok[0], value="what is it?"), ok[1]]},
+        {"id": "not-alternating", "image": "scene0.png", "conversations": [ok[0], ok[0], ok[1]]},
+        {"id": "empty-reply", "image": "scene0.png", "conversations": [ok[0], dict(ok[1], value="  ")]},
+    ]
+    (folder / "conversations.json").write_text(json.dumps(records))
+    return folder
+
+
+def cli(*argv):
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    return train_command.run(parser.parse_args(["llava", *argv]))
+
+
+def tensors(folder):
+    import weights_convert
+    return weights_convert.load_pretrained(folder).state_dict()  # strict: every tensor of the file, once
+
+
+def changed(before, after):
+    """The model parts (vision_tower, multi_modal_projector, language_model) whose tensors moved."""
+    return {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_bad_records_are_refused_by_id(start, data, tmp_path):
+    with pytest.raises(ValueError) as e:
+        cli("--data", str(data / "conversations.json"), "--images", str(data / "images"), "--from", str(start),
+            "--out", str(tmp_path / "run"), "--steps", "1")
+    message = str(e.value)
+    assert message.startswith("4 of 28 record(s)")
+    for rid, why in (("missing-file", "not found"), ("no-marker", "0 <image> marker(s) in its turns for 1 image"),
+                     ("not-alternating", "must alternate"), ("empty-reply", "reply 0 is empty")):
+        assert f"'{rid}': " in message and why in message
+
+
+def test_two_stages_from_a_transformers_folder(start, data, tmp_path, capsys):
+    common = ["--data", str(data / "conversations.json"), "--images", str(data / "images"), "--on-bad-record", "skip",
+              "--batch-size", "4", "--template", "llava_hf"]
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    cli(*common, "--from", str(start), "--out", str(stage1), "--stage", "1", "--steps", "6", "--lr", "3e-3")
+    printed = capsys.readouterr().out
+    assert "skipped record 'missing-file'" in printed and "(4 bad, skipped)" in printed
+    metrics = json.loads((stage1 / "metrics.json").read_text())
+    assert metrics["records"] == 24 and metrics["bad_records"] == 4
+    assert [r["id"] for r in json.loads((stage1 / "bad_records.json").read_text())] == [
+        "missing-file", "no-marker", "not-alternating", "empty-reply"]
+    before, after1 = tensors(start), tensors(stage1)
+    assert changed(before, after1) == {"multi_modal_projector"}
+    cli(*common, "--from", str(stage1), "--out", str(stage2), "--stage", "2", "--steps", "12", "--lr", "3e-3")
+    after2 = tensors(stage2)
+    assert changed(after1, after2) == {"multi_modal_projector", "language_model"}
+    history = json.loads((stage2 / "history.json").read_text())["losses"]
+    assert len(history) == 12 and sum(history[-3:]) < sum(history[:3])
+
+    # transformers loads the result and computes the same loss as minivlm on a batch of the data.
+    import weights_convert
+    from minivlm.data.llava_dataset import LlavaCollator, LlavaDataset, load_records
+    ours = weights_convert.load_pretrained(stage2)
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(stage2).eval()
+    cfg = ours.config
+    dataset = LlavaDataset(load_records(data / "conversations.json")[:3], weights_convert.load_tokenizer(stage2),
+                           weights_convert.load_image_processor(stage2), image_folder=data / "images",
+                           template="llava_hf", image_token_id=cfg.image_token_index,
+                           num_image_tokens=cfg.features_per_image)
+    batch = LlavaCollator(cfg.text_config.pad_token_id)([dataset[i] for i in range(3)])
+    batch.pop("ids")
+    with torch.no_grad():
+        a, b = ours(**batch), hf(**batch)
+    assert (a.logits - b.logits).abs().max() < 1e-4 and abs(a.loss.item() - b.loss.item()) < 1e-5
