@@ -6,11 +6,11 @@ its loss is a mean over tokens, so K micro-batches (or W ranks) equal one big ba
 counts by its tokens (loss_weight=trained_tokens). The tests also show the equal-weight average is
 NOT that update, so they could fail."""
 import os
+import socket
 import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from minivlm.text.llama import LlamaForCausalLM
@@ -117,8 +117,11 @@ def test_bf16_autocast_still_learns_a_shapes_recipe():
 
 # -- DDP: 2 CPU processes, gloo ------------------------------------------------------------------------
 
-def _worker(rank, world, store, out, items):
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+def _worker(rank, world, port, out, items):
+    # The environment torchrun gives each process; init_from_env joins the group from it (gloo on CPU).
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    assert distributed.init_from_env("cpu") == "cpu" and distributed.world_size() == world
     torch.set_num_threads(1)
     try:
         results = {}
@@ -131,13 +134,19 @@ def _worker(rank, world, store, out, items):
         results["curve"] = (h.losses, list(model.parameters()))
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_ranks_equal_one_process_with_both_batches():
     items = rows(8 * B, seed=1)
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(2, os.path.join(out, "store"), out, items), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, free_port(), out, items), nprocs=2, join=True)
         ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(2)]
     assert not distributed.active()
     torch.set_num_threads(1)

@@ -61,6 +61,9 @@ def run(args):
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise SystemExit(f"--resume {args.resume} continues that run in place; --out {args.out} differs")
         args.out = args.resume
+        if not os.path.isdir(os.path.join(args.resume, "checkpoints")):
+            raise SystemExit(f"--resume {args.resume}: no checkpoints folder there (was the run started with "
+                             f"--save-every N --out {args.resume}?)")
     args.out = args.out or os.path.join("runs", args.model)
     args.device = distributed.init_from_env(args.device)
     module, function = TRAINERS[args.model].split(":")

@@ -175,6 +175,7 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
                 if config.precision == "bf16" else nullcontext())
     bar = ProgressBar(config.steps, desc=config.desc, initial=first) if config.progress and main else None
     start, tokens = time.time(), 0
+    began = start  # tokens/s over this process's whole run (start is reset after each checkpoint write)
     for step in range(first, config.steps):
         micro = stream.take(step, config.steps)
         weights = [float(config.loss_weight(b)) if config.loss_weight else 1.0 for b in micro]
@@ -217,7 +218,7 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         tokens += step_tokens
         shown = {k: v[-1] for k, v in history.metrics.items()}
         if tokens:
-            shown["tok/s"] = tokens / max(time.time() - start, 1e-9)
+            shown["tok/s"] = tokens / max(time.time() - began, 1e-9)
         if log:
             log.write(step, history, shown.get("tok/s"))
         if bar:
@@ -236,7 +237,7 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         log.file.close()
     history.seconds += time.time() - start
     if config.progress and main and len(history.losses) >= 2:
-        n = min(10, len(history.losses))
+        n = max(1, min(10, len(history.losses) // 2))
         print(f"{config.desc}: {config.steps} steps in {history.seconds:.1f}s, loss {history.mean_loss(first=n):.4g} "
               f"-> {history.mean_loss(last=n):.4g} (mean of the first / last {n})", file=bar.stream if bar else None,
               flush=True)
