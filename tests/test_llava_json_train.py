@@ -121,3 +121,25 @@ def test_two_stages_from_a_transformers_folder(start, data, tmp_path, capsys):
     with torch.no_grad():
         a, b = ours(**batch), hf(**batch)
     assert (a.logits - b.logits).abs().max() < 1e-4 and abs(a.loss.item() - b.loss.item()) < 1e-5
+
+
+def test_cli_checkpoints_and_resume(start, data, tmp_path):
+    """--save-every through the CLI: checkpoints per stage; --resume of the finished run trains nothing
+    more and writes the same weights; --grad-accum 2 x batch 2 is the update of batch 4 (same loss)."""
+    common = ["--data", str(data / "conversations.json"), "--images", str(data / "images"), "--on-bad-record", "skip",
+              "--from", str(start), "--template", "llava_hf", "--steps", "4", "--lr", "3e-3"]
+    run = tmp_path / "run"
+    cli(*common, "--out", str(run), "--batch-size", "4", "--save-every", "2", "--keep", "1")
+    folder = run / "checkpoints" / "stage-2"
+    assert sorted(p.name for p in folder.iterdir()) == ["log.jsonl", "step-00000004"]
+    first = (run / "model.safetensors").read_bytes()
+    losses = json.loads((run / "history.json").read_text())["losses"]
+    cli(*common, "--resume", str(run), "--batch-size", "4", "--save-every", "2", "--keep", "1")
+    assert (run / "model.safetensors").read_bytes() == first
+    assert json.loads((run / "history.json").read_text())["losses"] == losses
+    assert len((folder / "log.jsonl").read_text().splitlines()) == 4
+    cli(*common, "--out", str(tmp_path / "accum"), "--batch-size", "2", "--grad-accum", "2")
+    accum = json.loads((tmp_path / "accum" / "history.json").read_text())["losses"]
+    assert accum == pytest.approx(losses, rel=1e-5)
+    with pytest.raises(SystemExit, match="no checkpoints folder"):
+        cli(*common, "--resume", str(tmp_path / "accum"))
