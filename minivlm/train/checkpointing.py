@@ -138,7 +138,12 @@ def load(path):
     latter. The files are torch.load-ed in full (weights_only=False: they hold numpy / python RNG
     states) only after their checksums matched what this code wrote."""
     path = Path(path)
-    manifest = verify(path)
+    try:
+        manifest = verify(path)
+    except CheckpointError as e:
+        older = [p.name for p in checkpoints(path.parent) if p.name < path.name]
+        hint = f" (delete it to resume from {older[-1]})" if older else ""
+        raise CheckpointError(f"{e}{hint}") from None
     if manifest.get("world_size", 1) != distributed.world_size():
         raise CheckpointError(f"checkpoint {path} was written by {manifest.get('world_size')} rank(s), this run "
                               f"has {distributed.world_size()}; resume with the same number of processes")

@@ -10,6 +10,10 @@ A recipe (dual_encoder.py for CLIP/SigLIP; BLIP and LLaVA bring their own) suppl
     history = train(model, batches, loss_fn, TrainConfig(steps=600, lr=1e-3))
     history.losses        # one float per step
     save_loss_curve(history, "runs/clip/loss.png")   # plot.py
+
+Beyond one process and one batch (all off by default, and then the loop is the plain one):
+grad_accum + loss_weight (micro-batches counted by their tokens), precision="bf16" (autocast),
+save_every / resume (checkpointing.py), and DDP under torchrun (distributed.py, batches.py).
 """
 import json
 import re
