@@ -188,21 +188,7 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         if total <= 0:
             raise ValueError(f"step {step}: the micro-batches' loss weights sum to {total}; nothing to train on")
         optimizer.zero_grad(set_to_none=True)
-        losses, step_metrics = [], {}
-        for m, (batch, weight) in enumerate(zip(micro, weights)):
-            # DDP averages gradients over the W ranks at the last micro-batch's backward only (no_sync
-            # before): scaling each loss by W * weight / total makes that average the weighted mean.
-            with net.no_sync() if world > 1 and m < len(micro) - 1 else nullcontext():
-                with autocast:
-                    out = loss_fn(net, to_device(batch, config.device))
-                loss, metrics = out if isinstance(out, tuple) else (out, {})
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss is {loss.item()} at step {step}; lower the learning rate")
-                scale = world * weight / total
-                (loss if scale == 1.0 else loss * scale).backward()
-            losses.append(loss.item())
-            for name, value in metrics.items():
-                step_metrics.setdefault(name, []).append(float(value))
+        losses, step_metrics = _backward(net, loss_fn, micro, weights, total, world, autocast, config.device, step)
         if world > 1 and step == first:
             distributed.check_in_sync(model)
         if config.grad_clip:
@@ -246,6 +232,27 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
               f"-> {history.mean_loss(last=n):.4g} (mean of the first / last {n})", file=bar.stream if bar else None,
               flush=True)
     return history
+
+
+def _backward(net, loss_fn, micro, weights, total, world, autocast, device, step):
+    """Forward + backward of this rank's micro-batches, gradients summed in .grad; returns their losses
+    and metrics. DDP averages gradients over the W ranks at the last micro-batch's backward only
+    (no_sync before it): scaling each loss by W * weight / total makes that average the weighted mean
+    over all ranks' micro-batches, the gradient of one big batch."""
+    losses, metrics_seen = [], {}
+    for m, (batch, weight) in enumerate(zip(micro, weights)):
+        with net.no_sync() if world > 1 and m < len(micro) - 1 else nullcontext():
+            with autocast:
+                out = loss_fn(net, to_device(batch, device))
+            loss, metrics = out if isinstance(out, tuple) else (out, {})
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss.item()} at step {step}; lower the learning rate")
+            scale = world * weight / total
+            (loss if scale == 1.0 else loss * scale).backward()  # one process, one batch: the plain loss
+        losses.append(loss.item())
+        for name, value in metrics.items():
+            metrics_seen.setdefault(name, []).append(float(value))
+    return losses, metrics_seen
 
 
 def _resume(path, model, optimizer, scheduler, config, stream):
