@@ -46,7 +46,7 @@ def add_arguments(p):
     llava.add_argument("--stage", type=int, choices=(1, 2), default=2,
                        help="1: projector only (feature alignment); 2: projector + language model")
     llava.add_argument("--lr", type=float, help="with --data: learning rate (default: 2e-3 stage 1, 2e-5 stage 2)")
-    llava.add_argument("--template", default="vicuna_v1", help="conversation template (default vicuna_v1)")
+    llava.add_argument("--template", help="conversation template (default: plain for stage 1, vicuna_v1 for stage 2)")
     llava.add_argument("--on-bad-record", choices=("skip", "fail"), default="fail",
                        help="a record that cannot be trained on: skip it (reported and counted) or stop")
 
