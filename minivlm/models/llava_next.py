@@ -43,11 +43,16 @@ class LlavaNextConfig(LlavaConfig):
         if not isinstance(v.image_size, int) and v.image_size[0] != v.image_size[1]:
             raise ValueError(f"LLaVA-NeXT tiles are square; the vision tower takes {v.image_size}")
         strategy = strategy or self.vision_feature_select_strategy
-        if strategy == "full" and self.merge == "spatial_unpad":
-            # HF views each tile's features as an n x n grid; with [CLS] kept there are n*n + 1.
-            raise ValueError("vision_feature_select_strategy 'full' keeps [CLS], so tile features do not form "
-                             "a grid; use 'default' with merge 'spatial_unpad', or merge 'flat'")
-        return AnyresGeometry(self.image_grid_pinpoints, tile, v.patch_size, strategy, self.merge)
+        geometry = AnyresGeometry(self.image_grid_pinpoints, tile, v.patch_size, strategy, self.merge, v.class_token)
+        n = geometry.patches_per_side
+        if self.merge == "spatial_unpad" and geometry.tokens_per_tile != n * n:
+            # A tile's selected features must be its n x n patch grid: 'default' on a CLIP tower (drops
+            # [CLS]), 'full' on a SigLIP one. transformers fails on the other pairings inside a view.
+            tower, keep = ("with [CLS]", "'default'") if v.class_token else ("without [CLS] (SigLIP)", "'full'")
+            raise ValueError(f"vision_feature_select_strategy {strategy!r} on a tower {tower} leaves "
+                             f"{geometry.tokens_per_tile} features per tile, not the {n}x{n} grid merge "
+                             f"'spatial_unpad' lays out; use {keep} (or merge 'flat')")
+        return geometry
 
 
 class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):

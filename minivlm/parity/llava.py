@@ -8,6 +8,7 @@ processor writes them; rows are padded on the left.
 """
 import torch
 
+from ..models.llava import tokens_per_image
 from .harness import ParityCase
 
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
@@ -28,13 +29,23 @@ CONFIGS = {
     "layer-list-tied-mqa": (dict(vision_feature_layer=[-3, -1], tie_word_embeddings=True),
                             dict(num_key_value_heads=1, num_attention_heads=2), dict(hidden_size=24), (1, 2)),
     "no-image-prompt": (dict(), dict(), dict(), (0, 0)),
+    # SigLIP towers (no [CLS]): 'full' keeps every patch; 'default' drops the first patch as HF does.
+    "siglip-full-qwen2-decoder": (dict(vision_feature_select_strategy="full", vision_feature_layer=-1),
+                                  dict(decoder="Qwen2", tie_word_embeddings=True), dict(tower="Siglip"), (1, 2)),
+    "siglip-default-layer-list-mistral": (dict(vision_feature_layer=[-2, 1]), dict(decoder="Mistral", sliding_window=6),
+                                          dict(tower="Siglip", vision_use_head=False), (1, 1)),
 }
+
+
+def has_class_token(vision_config):
+    """CLIP towers prepend [CLS]; SigLIP's do not (HF vision_config.model_type tells which)."""
+    return getattr(vision_config, "model_type", "clip_vision_model") != "siglip_vision_model"
 
 
 def features_per_image(config):
     v = config.vision_config
     size = v.image_size if isinstance(v.image_size, int) else v.image_size[0]
-    return (size // v.patch_size) ** 2 + int(config.vision_feature_select_strategy == "full")
+    return tokens_per_image((size // v.patch_size) ** 2, has_class_token(v), config.vision_feature_select_strategy)
 
 
 def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 7, 5)):
@@ -83,12 +94,21 @@ def real_positions(inputs):
     return inputs["attention_mask"].bool()
 
 
+def sub_configs(text=(), vision=(), text_base=TEXT, vision_base=VISION):
+    """HF vision and text configs from overrides; vision `tower` ('CLIP' / 'Siglip') and text `decoder`
+    ('Llama' / 'Mistral' / 'Qwen2') pick the config classes."""
+    import transformers
+    vision, text = {**vision_base, **dict(vision)}, {**text_base, **dict(text)}
+    tower, decoder = vision.pop("tower", "CLIP"), text.pop("decoder", "Llama")
+    return (getattr(transformers, f"{tower}VisionConfig")(**vision),
+            getattr(transformers, f"{decoder}Config")(**text))
+
+
 def build_reference(overrides=(), text=(), vision=()):
     import transformers
-    cfg = transformers.LlavaConfig(
-        vision_config=transformers.CLIPVisionConfig(**{**VISION, **dict(vision)}),
-        text_config=transformers.LlamaConfig(**{**TEXT, **dict(text)}),
-        image_token_index=IMAGE_TOKEN, **dict(overrides))
+    vision_config, text_config = sub_configs(text, vision)
+    cfg = transformers.LlavaConfig(vision_config=vision_config, text_config=text_config,
+                                   image_token_index=IMAGE_TOKEN, **dict(overrides))
     return transformers.LlavaForConditionalGeneration(cfg)
 
 

@@ -30,6 +30,7 @@ class AnyresGeometry:
     patch_size: int
     vision_feature_select_strategy: str = "default"
     merge: str = "spatial_unpad"               # or 'flat': every tile's features in a row, no unpad/newline
+    class_token: bool = True                   # the tower prepends [CLS] (CLIP); SigLIP's does not
 
     def __post_init__(self):
         object.__setattr__(self, "grid_pinpoints", tuple(tuple(int(v) for v in p) for p in self.grid_pinpoints))
@@ -46,6 +47,12 @@ class AnyresGeometry:
         if self.vision_feature_select_strategy not in ("default", "full"):
             raise ValueError(f"vision_feature_select_strategy must be 'default' or 'full', "
                              f"got {self.vision_feature_select_strategy!r}")
+
+    @property
+    def tokens_per_tile(self):
+        """Features one tile gives after selection: its patches, + [CLS] if any, - the first with 'default'."""
+        return (self.patches_per_side ** 2 + int(self.class_token)
+                - int(self.vision_feature_select_strategy == "default"))
 
     @property
     def patches_per_side(self):
@@ -140,7 +147,7 @@ def unpad_bounds(image_size, feature_size):
 def num_image_tokens(image_size, geometry):
     """How many <image> tokens one image of (height, width) becomes in the prompt."""
     n = geometry.patches_per_side
-    base = n * n + int(geometry.vision_feature_select_strategy == "full")
+    base = geometry.tokens_per_tile
     if geometry.merge == "flat":
         return base * num_tiles(image_size, geometry)
     rows, cols = grid_shape(image_size, geometry)
