@@ -49,8 +49,9 @@ def features_per_image(config):
 
 
 def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 7, 5)):
-    """Random text ids with one run of <image> tokens per entry of runs_per_row[r] (that run's length),
-    at random places, rows padded on the left: {"input_ids", "attention_mask"}, both (B, L)."""
+    """Random text ids with one run of <image> tokens per entry of runs_per_row[r] (that run's length,
+    or (length, token id) for another placeholder such as <video>), at random places, rows padded on
+    the left: {"input_ids", "attention_mask"}, both (B, L)."""
     rows = []
     for r, runs in enumerate(runs_per_row):
         length = text_lengths[r % len(text_lengths)]
@@ -58,7 +59,8 @@ def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 
         cuts = sorted(torch.randint(0, length + 1, (len(runs),), generator=generator).tolist())
         pieces, start = [], 0
         for cut, run in zip(cuts, runs):  # images at random places in the text
-            pieces += [text[start:cut], torch.full((run,), image_token)]
+            run, token = run if isinstance(run, tuple) else (run, image_token)  # (length, other token id)
+            pieces += [text[start:cut], torch.full((run,), token)]
             start = cut
         rows.append(torch.cat(pieces + [text[start:]]))
     longest = max(len(r) for r in rows)
@@ -112,7 +114,7 @@ def build_reference(overrides=(), text=(), vision=()):
     return transformers.LlavaForConditionalGeneration(cfg)
 
 
-def image_prompt_cases(family, name, build, make_batch, has_images):
+def image_prompt_cases(family, name, build, make_batch, has_images, feature_fields=("image_hidden_states",)):
     """Two cases per config: with labels (logits at real positions, loss, projected image features)
     and without (logits, then greedy ids on the same left-padded batch)."""
     def make_inputs(reference, generator, with_labels):
@@ -121,7 +123,7 @@ def image_prompt_cases(family, name, build, make_batch, has_images):
             inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
         return inputs
 
-    fields = ("logits", "loss") + (("image_hidden_states",) if has_images else ())
+    fields = ("logits", "loss") + (tuple(feature_fields) if has_images else ())
     return [ParityCase(family, f"{name}/loss", build, lambda r, g: make_inputs(r, g, True), fields,
                        valid_positions=real_positions),
             ParityCase(family, f"{name}/generate", build, lambda r, g: make_inputs(r, g, False), ("logits",),
