@@ -23,12 +23,9 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..processing.anyres import grid_shape, unpad_bounds
+from ..processing.llava_onevision import ONEVISION_PINPOINTS
 from .llava import check_feature_selection, merge_image_features
 from .llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
-
-# HF LlavaOnevisionConfig's default: 1..6 tiles of 384 px along each side.
-ONEVISION_PINPOINTS = tuple((384 * r, 384 * c) for r in range(1, 7) for c in range(1, 7))
-
 
 def max_tiles_of(vision_aspect_ratio):
     """'anyres_max_9' -> 9: how many base tiles' worth of features the unpadded grid may keep."""

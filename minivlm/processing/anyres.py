@@ -40,8 +40,8 @@ class AnyresGeometry:
             if h % self.tile_size or w % self.tile_size:
                 raise ValueError(f"grid pinpoint {(h, w)} is not a multiple of the tile size {self.tile_size}; "
                                  f"the tiles would not fill it")
-        if self.tile_size % self.patch_size:
-            raise ValueError(f"tile size {self.tile_size} is not a multiple of the patch size {self.patch_size}")
+        if self.patch_size > self.tile_size:
+            raise ValueError(f"patch size {self.patch_size} is larger than the tile size {self.tile_size}")
         if self.merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
         if self.vision_feature_select_strategy not in ("default", "full"):
@@ -56,6 +56,8 @@ class AnyresGeometry:
 
     @property
     def patches_per_side(self):
+        # Floor, as the patch conv and HF (image_size // patch_size) do: SigLIP-384/14 (OneVision) reads
+        # 27 x 27 patches and never sees the last 6 pixel rows / columns of a tile.
         return self.tile_size // self.patch_size
 
 
