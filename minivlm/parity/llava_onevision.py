@@ -68,9 +68,9 @@ def uniform_frames(rows):
 def build_reference(overrides=(), text=(), vision=()):
     import transformers
     vision_config, text_config = sub_configs(text, vision, TEXT, VISION)
-    cfg = transformers.LlavaOnevisionConfig(vision_config=vision_config, text_config=text_config,
-                                            image_token_index=IMAGE_TOKEN, video_token_index=VIDEO_TOKEN,
-                                            image_grid_pinpoints=PINPOINTS, **dict(overrides))
+    overrides = {"image_token_index": IMAGE_TOKEN, "video_token_index": VIDEO_TOKEN, "image_grid_pinpoints": PINPOINTS,
+                 **dict(overrides)}
+    cfg = transformers.LlavaOnevisionConfig(vision_config=vision_config, text_config=text_config, **overrides)
     return transformers.LlavaOnevisionForConditionalGeneration(cfg)
 
 
