@@ -84,6 +84,7 @@ def load_default_next(folder, seed=0, reference=True):
         try:
             import transformers
             transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
             torch.manual_seed(seed)
             hf = transformers.LlavaNextForConditionalGeneration(transformers.LlavaNextConfig(**{
                 k: v for k, v in config.items() if k != "architectures"})).eval()
