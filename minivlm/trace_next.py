@@ -71,6 +71,22 @@ def write_tiny_next_processor(folder):
     (Path(folder) / "preprocessor_config.json").write_text(json.dumps(config))
 
 
+def save_reference(config, folder, seed=0):
+    """transformers' model for a config.json dict's architecture, built with the seed and saved in
+    `folder` (weights next to the config); None when transformers is not installed."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    model_class = getattr(transformers, config["architectures"][0])
+    torch.manual_seed(seed)
+    model = model_class(model_class.config_class(**{k: v for k, v in config.items() if k != "architectures"}))
+    model.eval().save_pretrained(folder)
+    return model
+
+
 def load_default_next(folder, seed=0, reference=True):
     """(ours, processor, tokenizer, HF reference or None) for the tiny default, written to `folder`."""
     import weights_convert
@@ -79,18 +95,7 @@ def load_default_next(folder, seed=0, reference=True):
     config = tiny_next_config(write_tiny_tokenizer(folder))
     write_tiny_next_processor(folder)
     (Path(folder) / "config.json").write_text(json.dumps(config))
-    hf = None
-    if reference:
-        try:
-            import transformers
-            transformers.utils.logging.set_verbosity_error()
-            transformers.utils.logging.disable_progress_bar()
-            torch.manual_seed(seed)
-            hf = transformers.LlavaNextForConditionalGeneration(transformers.LlavaNextConfig(**{
-                k: v for k, v in config.items() if k != "architectures"})).eval()
-            hf.save_pretrained(folder)
-        except ImportError:
-            hf = None
+    hf = save_reference(config, folder, seed) if reference else None
     if hf is not None:
         ours = weights_convert.load_pretrained(folder)
     else:  # no reference: our own seeded init of the same architecture
