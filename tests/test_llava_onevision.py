@@ -151,3 +151,36 @@ def test_onevision_config_defaults_and_refusals():
         json.dump(config, open(f"{folder}/config.json", "w"))
         with pytest.raises(ValueError, match="anyres_max_<N>"):
             weights_convert.load_pretrained(folder)
+
+
+@torch.no_grad()
+def test_real_widths_onevision_qwen2_0_5b(tmp_path):
+    """llava-onevision-qwen2-0.5b's widths with the depth cut to one layer each: SigLIP-so400m at 384/14
+    (27 x 27 patches: the conv never reads the last 6 pixels), Qwen2-0.5B (896 wide, 14 heads over 2 KV
+    heads, vocabulary 151936, tied), the hub's pinpoints and anyres_max_9. A 40 x 60 image on one tile:
+    int(40 * 27/60) = 18 rows saw it, the 9 padding rows are cut (9 // 2 = 4) from each end, 19 stay:
+    729 base features + 19 x (27 + newline). Compared: the last logits, the image features, greedy ids."""
+    vision = transformers.SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_attention_heads=16,
+                                             num_hidden_layers=1, patch_size=14, image_size=384, vision_use_head=False)
+    text = transformers.Qwen2Config(hidden_size=896, intermediate_size=4864, num_attention_heads=14,
+                                    num_key_value_heads=2, num_hidden_layers=1, vocab_size=151936,
+                                    tie_word_embeddings=True, rope_parameters={"rope_type": "default",
+                                                                               "rope_theta": 1000000.0})
+    torch.manual_seed(0)
+    reference = transformers.LlavaOnevisionForConditionalGeneration(transformers.LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=151646, video_token_index=151647)).eval()
+    ours = convert_reference(reference, tmp_path)
+    geometry = ours.config.geometry()
+    assert geometry.patches_per_side == 27
+    image_tokens = onevision_image_tokens((40, 60), geometry, 9)
+    assert image_tokens == 729 + 19 * 28
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.randint(0, 151000, (5,), generator=generator), torch.full((image_tokens,), 151646),
+                     torch.randint(0, 151000, (7,), generator=generator)])[None]
+    inputs = dict(input_ids=ids, pixel_values=torch.randn(1, 2, 3, 384, 384, generator=generator),
+                  image_sizes=torch.tensor([[40, 60]]))
+    a, b = ours(**inputs, logits_to_keep=4), reference(**inputs, logits_to_keep=4)
+    assert (a.logits - b.logits).abs().max() <= 1e-4
+    assert (a.image_hidden_states - b.image_hidden_states).abs().max() <= 1e-4
+    assert torch.equal(ours.generate(**inputs, max_new_tokens=3),
+                       reference.generate(**inputs, max_new_tokens=3, do_sample=False))
