@@ -125,3 +125,20 @@ def test_mistral_and_qwen2_load_by_architecture():
             assert json.load(open(f"{folder}/config.json"))["model_type"] == kind
             model = weights_convert.load_pretrained(folder)
             assert model.config.sliding_window == (4 if kind == "mistral" else None)  # qwen2: use_sliding_window off
+
+
+def test_missing_fields_take_hf_class_defaults():
+    """llava-v1.6-mistral-7b-hf's text_config stores no hidden_size / layer / head counts: HF's
+    MistralConfig defaults fill them (8 KV heads, not one per head), as for Qwen2Config."""
+    import transformers
+    stored = {"model_type": "mistral", "intermediate_size": 14336, "num_key_value_heads": 8, "rope_theta": 1000000.0,
+              "sliding_window": None, "vocab_size": 32064, "rms_norm_eps": 1e-05}
+    ours, theirs = decoder_config(stored), transformers.MistralConfig(**stored)
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                 "max_position_embeddings", "sliding_window", "vocab_size"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.rope_parameters["rope_theta"] == 1000000.0
+    ours, theirs = decoder_config({"model_type": "qwen2"}), transformers.Qwen2Config()
+    for name in ("hidden_size", "intermediate_size", "num_key_value_heads", "vocab_size", "bos_token_id"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.sliding_window is None and ours.qkv_bias

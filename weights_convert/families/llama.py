@@ -73,11 +73,20 @@ def llama_config(hf, **switches):
     return LlamaConfig(**{**fields, **switches})
 
 
+# HF's class defaults (transformers 5.23) for the fields a file may leave out: llava-hf's
+# llava-v1.6-mistral text_config, for one, stores neither hidden_size nor the layer count.
+MISTRAL_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32)
+QWEN2_DEFAULTS = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768,
+                      bos_token_id=None, eos_token_id=None)
+
+
 def mistral_config(hf):
     """HF's MistralConfig dict -> ours: LLaMA + a sliding window on every layer (HF's default 4096;
     null turns it off, as mistral-7b-v0.2 files do). MistralConfig has no bias switches, and its
     model ignores layer_types (it only warns), so both are left out here too."""
-    hf = {"vocab_size": 32000, "max_position_embeddings": 4096 * 32, **hf}
+    hf = {**MISTRAL_DEFAULTS, **hf}
     return llama_config(hf, sliding_window=hf.get("sliding_window", 4096), layer_types=None,
                         attention_bias=False, mlp_bias=False)
 
@@ -88,8 +97,7 @@ def qwen2_config(hf):
     Qwen2Config keeps sliding_window only when use_sliding_window is true, and then (unless
     layer_types is stored, as transformers 5 saves it) slides on layers i >= max_window_layers.
     layer_types naming sliding layers without a window is refused by LlamaConfig, by name."""
-    hf = {"vocab_size": 151936, "max_position_embeddings": 32768, "bos_token_id": None, "eos_token_id": None,
-          **hf}
+    hf = {**QWEN2_DEFAULTS, **hf}
     window = hf.get("sliding_window", 4096) if hf.get("use_sliding_window", False) else None
     layers = hf.get("layer_types")
     if layers is None:
