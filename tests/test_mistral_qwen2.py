@@ -99,7 +99,7 @@ def test_qwen2_bias_on_qkv_only():
 
 def test_qwen2_layer_types_follow_max_window_layers():
     hf = dict(model_type="qwen2", hidden_size=8, intermediate_size=8, num_hidden_layers=4, num_attention_heads=2,
-              use_sliding_window=True, sliding_window=5, max_window_layers=2)
+              num_key_value_heads=2, use_sliding_window=True, sliding_window=5, max_window_layers=2)
     cfg = qwen2_config(hf)
     assert cfg.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
     assert [cfg.layer_window(i) for i in range(4)] == [None, None, 5, 5]
@@ -107,7 +107,7 @@ def test_qwen2_layer_types_follow_max_window_layers():
 
 
 def test_refused_configs_name_the_problem():
-    hf = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2)
+    hf = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
     with pytest.raises(ValueError, match="'gemma' language model is not supported"):
         decoder_config({**hf, "model_type": "gemma"})
     with pytest.raises(ValueError, match="sliding_attention but sliding_window is None"):
