@@ -111,7 +111,7 @@ def test_bad_input_is_refused():
     short = dict(inputs, pixel_values=inputs["pixel_values"][:, :1])
     with pytest.raises(ValueError, match="do not fit image_sizes"):
         ours(**short)
-    with pytest.raises(ValueError, match="'full' keeps"):
+    with pytest.raises(ValueError, match="'full' on a tower with \\[CLS\\] leaves 5 features per tile"):
         ours.get_image_features(inputs["pixel_values"], inputs["image_sizes"], vision_feature_select_strategy="full")
 
 

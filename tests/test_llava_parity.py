@@ -75,14 +75,15 @@ def test_file_with_two_spellings_of_one_tensor_is_refused():
             weights_convert.load_pretrained(saved)
 
 
-def test_non_llama_language_model_is_refused():
+def test_unimplemented_language_model_is_refused():
+    """Llama, Mistral and Qwen2 decoders load (test_parity); another text_config.model_type is refused by name."""
     reference = _reference("default-layer-2-gqa/loss")
     with tempfile.TemporaryDirectory() as saved:
         reference.save_pretrained(saved)
         config = json.loads(Path(saved, "config.json").read_text())
-        config["text_config"]["model_type"] = "mistral"
+        config["text_config"]["model_type"] = "gemma"
         Path(saved, "config.json").write_text(json.dumps(config))
-        with pytest.raises(ValueError, match="'mistral' language model is not supported"):
+        with pytest.raises(ValueError, match="'gemma' language model is not supported"):
             weights_convert.load_pretrained(saved)
 
 

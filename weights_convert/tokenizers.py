@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 
 from minivlm.processing.tokenizer import LARGE_INTEGER, AddedToken, template_from_json
+from minivlm.processing.siglip_tokenizer import SiglipTokenizer
 from minivlm.processing.tokenizer_families import (bert_tokenizer, clip_tokenizer, llama_tokenizer, merges_from_json,
                                                    tokenizer_from_json, wordpiece_tokenizer_from_json)
+from minivlm.processing.unigram import UnigramModel, read_sentencepiece_model
 from minivlm.processing.wordpiece import read_vocab_txt
 
 from .errors import CheckpointError, MissingConfigError
@@ -29,7 +31,7 @@ CLASS_DEFAULTS = {
     "BertTokenizer": dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                           mask_token="[MASK]", padding_side="right"),
 }
-SUPPORTED = sorted(set(CLASS_DEFAULTS) | set(GENERIC))
+SUPPORTED = sorted(set(CLASS_DEFAULTS) | set(GENERIC) | {"SiglipTokenizer"})
 
 
 def read_json(path):
@@ -84,6 +86,24 @@ def flags_template(config, specials, token_id):
     return template
 
 
+def siglip_tokenizer(folder, spiece, config):
+    """SiglipTokenizer folders (google/siglip-*): spiece.model, a SentencePiece Unigram model, read by
+    hand (minivlm/processing/unigram.py); the special tokens and padding from tokenizer_config.json."""
+    if not spiece.is_file():
+        raise MissingConfigError(f"SiglipTokenizer needs spiece.model in {folder}")
+    try:
+        unigram = UnigramModel(read_sentencepiece_model(spiece))
+    except (ValueError, IndexError) as e:
+        raise CheckpointError(f"{spiece}: {e}") from None
+    names = dict(eos_token="</s>", unk_token="<unk>", pad_token="</s>")
+    names = {k: token_text(config.get(k, v)) for k, v in names.items()}
+    added = collect_added_tokens(None, config, names, unigram.vocab)
+    return SiglipTokenizer(unigram, do_lower_case=config.get("do_lower_case", True), added_tokens=added,
+                           padding_side=config.get("padding_side", "right"),
+                           truncation_side=config.get("truncation_side", "right"),
+                           model_max_length=config.get("model_max_length", 64), **names)
+
+
 def load_tokenizer(folder):
     folder = Path(folder)
     if not folder.is_dir():
@@ -91,8 +111,10 @@ def load_tokenizer(folder):
     config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     vocab_path, merges_path, vocab_txt = folder / "vocab.json", folder / "merges.txt", folder / "vocab.txt"
     bpe_files = vocab_path.is_file() and merges_path.is_file()
-    if not (json_path.is_file() or bpe_files or vocab_txt.is_file()):
-        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt nor vocab.txt")
+    spiece = folder / "spiece.model"
+    if not (json_path.is_file() or bpe_files or vocab_txt.is_file() or spiece.is_file()):
+        raise MissingConfigError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt nor vocab.txt "
+                                 f"nor spiece.model")
     config = read_json(config_path) if config_path.is_file() else {}
     map_path = folder / "special_tokens_map.json"
     if "added_tokens_decoder" not in config and map_path.is_file():
@@ -104,6 +126,9 @@ def load_tokenizer(folder):
     if kind not in SUPPORTED:
         raise CheckpointError(f"tokenizer_class {config.get('tokenizer_class')!r} in {config_path} is not supported; "
                               f"supported: {', '.join(SUPPORTED)}")
+
+    if kind == "SiglipTokenizer":
+        return siglip_tokenizer(folder, spiece, config)
 
     # The vocabulary and merges: from tokenizer.json, else (CLIP's hub files) vocab.json + merges.txt,
     # else (BERT's) vocab.txt.

@@ -13,15 +13,26 @@ def padding_mask(attention_mask):
     return attention_mask.bool()[:, None, None, :]
 
 
-def causal_mask(q_len, k_len, device=None):
+def causal_mask(q_len, k_len, device=None, window=None):
     """(1, 1, L_q, L_k) lower-triangular mask, aligned at the bottom right.
 
     With a KV cache the queries are the *last* q_len positions of k_len keys, so query i sits at
-    absolute position k_len - q_len + i and may see keys 0..that position.
+    absolute position q = k_len - q_len + i and may see keys 0..q.
+
+    window (Mistral's sliding window, Jiang et al. 2023): query q sees only keys k with
+    q - window < k <= q, i.e. itself and the window - 1 keys before it. This is transformers'
+    rule (masking_utils.sliding_window_overlay: kv_idx > q_idx - sliding_window, and'ed with
+    kv_idx <= q_idx), with positions counted in the cache — padding included — not in position_ids.
+    Every key stays in the cache; the mask alone hides the old ones.
     """
     q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
-    return (k_pos <= q_pos)[None, None]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        if window < 1:
+            raise ValueError(f"a sliding window must be >= 1 position, got {window}")
+        allowed &= k_pos > q_pos - window
+    return allowed[None, None]
 
 
 def combine(*masks):

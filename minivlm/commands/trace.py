@@ -33,6 +33,9 @@ def add_arguments(p):
     p.add_argument("--no-reference", action="store_true",
                    help="skip transformers (faster; the default model then gets minivlm's own seeded init)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny default model")
+    p.add_argument("--model", choices=("llava", "llava_next_siglip"), default="llava",
+                   help="the tiny default to trace: LLaVA, or the seed's LLaVA-NeXT + SigLIP on a 27x104 image "
+                        "(minivlm/trace_next.py); a LLaVA-NeXT / OneVision --checkpoint picks the latter itself")
 
 
 def _transformers_available():
@@ -55,6 +58,9 @@ def run(args):
         return 2
     dtype = getattr(torch, args.dtype)
     with_reference = not args.no_reference and _transformers_available()
+    from minivlm.trace_next import is_next_checkpoint, run_command
+    if getattr(args, "model", "llava") == "llava_next_siglip" or is_next_checkpoint(args.checkpoint):
+        return run_command(args, dtype, with_reference, TOLERANCE[args.dtype])  # the anyres trace
     start = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         if args.checkpoint:

@@ -44,7 +44,7 @@ class LlavaConfig:
     projector_type: str | None = None           # the original repo's mm_projector_type ('linear', 'mlp2x_gelu');
                                                 # None = HF's linear_1 -> act -> linear_2
     vision_feature_layer: int | list = -2       # hidden_states index, or a list whose features are concatenated
-    vision_feature_select_strategy: str = "default"   # 'default' drops [CLS], 'full' keeps it
+    vision_feature_select_strategy: str = "default"   # 'default' drops the first token ([CLS]), 'full' keeps all
     tie_word_embeddings: bool = False
 
     def __post_init__(self):
@@ -63,8 +63,17 @@ class LlavaConfig:
 
     @property
     def features_per_image(self):
-        """How many <image> tokens one image needs: patches (+1 with 'full', which keeps [CLS])."""
-        return self.vision_config.num_patches + int(self.vision_feature_select_strategy == "full")
+        """How many <image> tokens one image needs: the tower's tokens (patches, + [CLS] if it has one),
+        less the first with 'default'."""
+        return tokens_per_image(self.vision_config.num_patches, self.vision_config.class_token,
+                                self.vision_feature_select_strategy)
+
+
+def tokens_per_image(num_patches, class_token, strategy):
+    """Features selected from one image (or tile): 'default' drops the first token — [CLS] in a CLIP
+    tower; in a tower without one (SigLIP) transformers drops the first *patch* all the same
+    (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm mirrors it."""
+    return num_patches + int(class_token) - int(strategy == "default")
 
 
 def check_feature_selection(layer, strategy, num_layers):
@@ -85,7 +94,8 @@ def select_features(hidden_states, layer, strategy):
 
     hidden_states: tuple of (I, 1 + N, D_v), [0] the embeddings, [i] after layer i.
     One layer: that state; a list: the states concatenated along the feature axis (I, N, k * D_v).
-    'default' drops the [CLS] token (LLaVA: the grid of patches is what the LM should read).
+    'default' drops the first token: [CLS] (LLaVA: the grid of patches is what the LM should read);
+    with a tower that has none (SigLIP) it is the first patch, as transformers does (tokens_per_image).
     """
     layers = [layer] if isinstance(layer, int) else layer
     picked = [hidden_states[k] for k in layers]

@@ -43,11 +43,16 @@ class LlavaNextConfig(LlavaConfig):
         if not isinstance(v.image_size, int) and v.image_size[0] != v.image_size[1]:
             raise ValueError(f"LLaVA-NeXT tiles are square; the vision tower takes {v.image_size}")
         strategy = strategy or self.vision_feature_select_strategy
-        if strategy == "full" and self.merge == "spatial_unpad":
-            # HF views each tile's features as an n x n grid; with [CLS] kept there are n*n + 1.
-            raise ValueError("vision_feature_select_strategy 'full' keeps [CLS], so tile features do not form "
-                             "a grid; use 'default' with merge 'spatial_unpad', or merge 'flat'")
-        return AnyresGeometry(self.image_grid_pinpoints, tile, v.patch_size, strategy, self.merge)
+        geometry = AnyresGeometry(self.image_grid_pinpoints, tile, v.patch_size, strategy, self.merge, v.class_token)
+        n = geometry.patches_per_side
+        if self.merge == "spatial_unpad" and geometry.tokens_per_tile != n * n:
+            # A tile's selected features must be its n x n patch grid: 'default' on a CLIP tower (drops
+            # [CLS]), 'full' on a SigLIP one. transformers fails on the other pairings inside a view.
+            tower, keep = ("with [CLS]", "'default'") if v.class_token else ("without [CLS] (SigLIP)", "'full'")
+            raise ValueError(f"vision_feature_select_strategy {strategy!r} on a tower {tower} leaves "
+                             f"{geometry.tokens_per_tile} features per tile, not the {n}x{n} grid merge "
+                             f"'spatial_unpad' lays out; use {keep} (or merge 'flat')")
+        return geometry
 
 
 class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
@@ -58,13 +63,15 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
         # The learned "end of row" embedding (LLaVA-NeXT); loaded from the checkpoint.
         self.image_newline = nn.Parameter(torch.zeros(cfg.text_config.hidden_size))
 
-    def tiles_of(self, pixel_values, image_sizes, geometry):
-        """(B, T, 3, t, t) padded stacks -> (sum_k, 3, t, t) real tiles, and k per image."""
+    def tiles_of(self, pixel_values, image_sizes, geometry, tiled=None):
+        """(B, T, 3, t, t) padded stacks -> (sum_k, 3, t, t) real tiles, and k per image.
+        tiled[i] False: image i is read from its base tile alone (OneVision's several-image prompts)."""
         if image_sizes is None:
             raise ValueError("LLaVA-NeXT needs image_sizes (B, 2), each image's original (height, width), "
                              "with pixel_values")
         sizes = [tuple(int(v) for v in s) for s in image_sizes]
-        counts = [num_tiles(s, geometry) for s in sizes]
+        tiled = [True] * len(sizes) if tiled is None else tiled
+        counts = [num_tiles(s, geometry) if t else 1 for s, t in zip(sizes, tiled)]
         if pixel_values.dim() == 5:
             if pixel_values.shape[0] != len(sizes) or pixel_values.shape[1] < max(counts):
                 raise ValueError(f"pixel_values {tuple(pixel_values.shape)} do not fit image_sizes {sizes}: "
@@ -79,38 +86,53 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
         """One image's tile features (k, n*n, D), base tile first -> its token sequence (num_image_tokens, D)."""
         if geometry.merge == "flat":
             return features.reshape(-1, features.shape[-1])
+        if features.shape[0] == 1:  # a base tile alone: its features and one newline (HF's else branch)
+            return torch.cat([features[0], self.image_newline[None].to(features.dtype)])
         n = geometry.patches_per_side
         rows, cols = grid_shape(image_size, geometry)
         # The tiles back into one picture-shaped grid of features: tile (r, c), patch (h, w) -> (r*n+h, c*n+w).
         grid = rearrange(features[1:], "(r c) (h w) d -> (r h) (c w) d", r=rows, c=cols, h=n, w=n)
         r0, r1, c0, c1 = unpad_bounds(image_size, grid.shape[:2])
-        grid = grid[r0:r1, c0:c1]  # (rows', cols', D): padding cut, HF's unpad_image rounding
+        grid = self.resize_grid(grid[r0:r1, c0:c1], n)  # (rows', cols', D): padding cut, HF's unpad_image rounding
         newline = self.image_newline.to(grid.dtype).expand(grid.shape[0], 1, -1)
         grid = torch.cat([grid, newline], dim=1)  # (rows', cols' + 1, D): newline ends every row
         return torch.cat([features[0], grid.flatten(0, 1)])
 
+    def resize_grid(self, grid, patches_per_side):
+        """The unpadded (rows, cols, D) feature grid as the LM reads it: unchanged in LLaVA-NeXT
+        (OneVision shrinks large ones)."""
+        return grid
+
+    def image_tokens(self, image_size, geometry, tiled=True):
+        """How many features (and <image> tokens) one image gives."""
+        return num_image_tokens(image_size, geometry)
+
+    def select_and_project(self, pixel_values, layer, strategy):
+        """(I, 3, t, t) -> the tower's selected features, projected: (I, N, D_t)."""
+        tower = self.vision_tower(pixel_values, output_hidden_states=True)
+        return self.multi_modal_projector(select_features(tower.hidden_states, layer, strategy))
+
     def get_image_features(self, pixel_values, image_sizes=None, vision_feature_layer=None,
-                           vision_feature_select_strategy=None):
-        """-> a list with one (num_image_tokens(image_size), D_t) tensor per image."""
+                           vision_feature_select_strategy=None, tiled=None):
+        """-> a list with one (image_tokens(image_size), D_t) tensor per image."""
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         check_feature_selection(layer, strategy, self.config.vision_config.num_layers)
         geometry = self.config.geometry(strategy)
-        tiles, sizes, counts = self.tiles_of(pixel_values, image_sizes, geometry)
-        tower = self.vision_tower(tiles, output_hidden_states=True)
-        features = self.multi_modal_projector(select_features(tower.hidden_states, layer, strategy))
+        tiles, sizes, counts = self.tiles_of(pixel_values, image_sizes, geometry, tiled)
+        features = self.select_and_project(tiles, layer, strategy)
         merged = [self.merge_tiles(f, s, geometry) for f, s in zip(features.split(counts), sizes)]
-        for m, s in zip(merged, sizes):  # the contract with the prompt builder, checked cheaply
-            assert m.shape[0] == num_image_tokens(s, geometry), (m.shape, s)
+        for m, s, k in zip(merged, sizes, counts):  # the contract with the prompt builder, checked cheaply
+            assert m.shape[0] == self.image_tokens(s, geometry, k > 1), (m.shape, s)
         return merged
 
     def embed(self, input_ids, pixel_values=None, vision_feature_layer=None, vision_feature_select_strategy=None,
-              image_sizes=None):
+              image_sizes=None, tiled=None):
         inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D_t)
         if pixel_values is None:
             return inputs_embeds, None
         per_image = self.get_image_features(pixel_values, image_sizes, vision_feature_layer,
-                                            vision_feature_select_strategy)
+                                            vision_feature_select_strategy, tiled)
         n_tokens = int((input_ids == self.config.image_token_index).sum())
         counts = [f.shape[0] for f in per_image]
         if n_tokens != sum(counts):

@@ -8,6 +8,7 @@ processor writes them; rows are padded on the left.
 """
 import torch
 
+from ..models.llava import tokens_per_image
 from .harness import ParityCase
 
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
@@ -28,18 +29,29 @@ CONFIGS = {
     "layer-list-tied-mqa": (dict(vision_feature_layer=[-3, -1], tie_word_embeddings=True),
                             dict(num_key_value_heads=1, num_attention_heads=2), dict(hidden_size=24), (1, 2)),
     "no-image-prompt": (dict(), dict(), dict(), (0, 0)),
+    # SigLIP towers (no [CLS]): 'full' keeps every patch; 'default' drops the first patch as HF does.
+    "siglip-full-qwen2-decoder": (dict(vision_feature_select_strategy="full", vision_feature_layer=-1),
+                                  dict(decoder="Qwen2", tie_word_embeddings=True), dict(tower="Siglip"), (1, 2)),
+    "siglip-default-layer-list-mistral": (dict(vision_feature_layer=[-2, 1]), dict(decoder="Mistral", sliding_window=6),
+                                          dict(tower="Siglip", vision_use_head=False), (1, 1)),
 }
+
+
+def has_class_token(vision_config):
+    """CLIP towers prepend [CLS]; SigLIP's do not (HF vision_config.model_type tells which)."""
+    return getattr(vision_config, "model_type", "clip_vision_model") != "siglip_vision_model"
 
 
 def features_per_image(config):
     v = config.vision_config
     size = v.image_size if isinstance(v.image_size, int) else v.image_size[0]
-    return (size // v.patch_size) ** 2 + int(config.vision_feature_select_strategy == "full")
+    return tokens_per_image((size // v.patch_size) ** 2, has_class_token(v), config.vision_feature_select_strategy)
 
 
 def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 7, 5)):
-    """Random text ids with one run of <image> tokens per entry of runs_per_row[r] (that run's length),
-    at random places, rows padded on the left: {"input_ids", "attention_mask"}, both (B, L)."""
+    """Random text ids with one run of <image> tokens per entry of runs_per_row[r] (that run's length,
+    or (length, token id) for another placeholder such as <video>), at random places, rows padded on
+    the left: {"input_ids", "attention_mask"}, both (B, L)."""
     rows = []
     for r, runs in enumerate(runs_per_row):
         length = text_lengths[r % len(text_lengths)]
@@ -47,7 +59,8 @@ def left_padded_prompts(generator, runs_per_row, image_token, text_lengths=(11, 
         cuts = sorted(torch.randint(0, length + 1, (len(runs),), generator=generator).tolist())
         pieces, start = [], 0
         for cut, run in zip(cuts, runs):  # images at random places in the text
-            pieces += [text[start:cut], torch.full((run,), image_token)]
+            run, token = run if isinstance(run, tuple) else (run, image_token)  # (length, other token id)
+            pieces += [text[start:cut], torch.full((run,), token)]
             start = cut
         rows.append(torch.cat(pieces + [text[start:]]))
     longest = max(len(r) for r in rows)
@@ -83,16 +96,25 @@ def real_positions(inputs):
     return inputs["attention_mask"].bool()
 
 
+def sub_configs(text=(), vision=(), text_base=TEXT, vision_base=VISION):
+    """HF vision and text configs from overrides; vision `tower` ('CLIP' / 'Siglip') and text `decoder`
+    ('Llama' / 'Mistral' / 'Qwen2') pick the config classes."""
+    import transformers
+    vision, text = {**vision_base, **dict(vision)}, {**text_base, **dict(text)}
+    tower, decoder = vision.pop("tower", "CLIP"), text.pop("decoder", "Llama")
+    return (getattr(transformers, f"{tower}VisionConfig")(**vision),
+            getattr(transformers, f"{decoder}Config")(**text))
+
+
 def build_reference(overrides=(), text=(), vision=()):
     import transformers
-    cfg = transformers.LlavaConfig(
-        vision_config=transformers.CLIPVisionConfig(**{**VISION, **dict(vision)}),
-        text_config=transformers.LlamaConfig(**{**TEXT, **dict(text)}),
-        image_token_index=IMAGE_TOKEN, **dict(overrides))
+    vision_config, text_config = sub_configs(text, vision)
+    cfg = transformers.LlavaConfig(vision_config=vision_config, text_config=text_config,
+                                   image_token_index=IMAGE_TOKEN, **dict(overrides))
     return transformers.LlavaForConditionalGeneration(cfg)
 
 
-def image_prompt_cases(family, name, build, make_batch, has_images):
+def image_prompt_cases(family, name, build, make_batch, has_images, feature_fields=("image_hidden_states",)):
     """Two cases per config: with labels (logits at real positions, loss, projected image features)
     and without (logits, then greedy ids on the same left-padded batch)."""
     def make_inputs(reference, generator, with_labels):
@@ -101,7 +123,7 @@ def image_prompt_cases(family, name, build, make_batch, has_images):
             inputs["labels"] = labels_for(inputs, reference.config.image_token_index)
         return inputs
 
-    fields = ("logits", "loss") + (("image_hidden_states",) if has_images else ())
+    fields = ("logits", "loss") + (tuple(feature_fields) if has_images else ())
     return [ParityCase(family, f"{name}/loss", build, lambda r, g: make_inputs(r, g, True), fields,
                        valid_positions=real_positions),
             ParityCase(family, f"{name}/generate", build, lambda r, g: make_inputs(r, g, False), ("logits",),

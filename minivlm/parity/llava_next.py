@@ -6,7 +6,7 @@ if that disagrees with the features its model makes, so these cases test the cou
 import torch
 
 from ..processing.anyres import AnyresGeometry, num_image_tokens, num_tiles
-from .llava import TEXT, image_prompt_cases, left_padded_prompts
+from .llava import TEXT, has_class_token, image_prompt_cases, left_padded_prompts, sub_configs
 
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
               image_size=12, patch_size=6)                        # tiles of 12 px, 2 x 2 patches
@@ -25,13 +25,22 @@ CONFIGS = {
         dict(), dict(patch_size=3), [[(33, 47)], [(600, 512), (200, 1000)]]),
     "tied-mqa-tall": (dict(tie_word_embeddings=True), dict(num_key_value_heads=1, num_attention_heads=2),
                       dict(hidden_size=24), [[(301, 5), (7, 7)], [(40, 90)]]),
+    # The seed's design: a SigLIP tower ('full' keeps the whole grid), 27x104 in a batch with other sizes.
+    "siglip-full-27x104-with-others": (dict(vision_feature_select_strategy="full", vision_feature_layer=-1),
+                                       dict(), dict(tower="Siglip"), [[(27, 104), (50, 50)], [(104, 27)], [(13, 7)]]),
+    "siglip-layer-list-mistral-window-5": (
+        dict(vision_feature_select_strategy="full", vision_feature_layer=[-3, -2]),
+        dict(decoder="Mistral", sliding_window=5), dict(tower="Siglip", vision_use_head=False, patch_size=4),
+        [[(27, 104)], [(200, 31), (9, 9)]]),
+    "clip-mistral-window-7": (dict(), dict(decoder="Mistral", sliding_window=7, num_key_value_heads=1), dict(),
+                              [[(33, 47)], [(47, 33)]]),
 }
 
 
 def geometry_of(config):
     v = config.vision_config
     return AnyresGeometry(config.image_grid_pinpoints, v.image_size, v.patch_size,
-                          config.vision_feature_select_strategy)
+                          config.vision_feature_select_strategy, class_token=has_class_token(v))
 
 
 def llava_next_batch(config, generator, sizes_per_row, text_lengths=(11, 7, 5)):
@@ -54,10 +63,9 @@ def llava_next_batch(config, generator, sizes_per_row, text_lengths=(11, 7, 5)):
 def build_reference(overrides=(), text=(), vision=()):
     import transformers
     overrides = {"image_grid_pinpoints": PINPOINTS, **dict(overrides)}
-    cfg = transformers.LlavaNextConfig(
-        vision_config=transformers.CLIPVisionConfig(**{**VISION, **dict(vision)}),
-        text_config=transformers.LlamaConfig(**{**TEXT, **dict(text)}),
-        image_token_index=IMAGE_TOKEN, **overrides)
+    vision_config, text_config = sub_configs(text, vision, TEXT, VISION)
+    cfg = transformers.LlavaNextConfig(vision_config=vision_config, text_config=text_config,
+                                       image_token_index=IMAGE_TOKEN, **overrides)
     return transformers.LlavaNextForConditionalGeneration(cfg)
 
 

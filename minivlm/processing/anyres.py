@@ -30,6 +30,7 @@ class AnyresGeometry:
     patch_size: int
     vision_feature_select_strategy: str = "default"
     merge: str = "spatial_unpad"               # or 'flat': every tile's features in a row, no unpad/newline
+    class_token: bool = True                   # the tower prepends [CLS] (CLIP); SigLIP's does not
 
     def __post_init__(self):
         object.__setattr__(self, "grid_pinpoints", tuple(tuple(int(v) for v in p) for p in self.grid_pinpoints))
@@ -39,8 +40,8 @@ class AnyresGeometry:
             if h % self.tile_size or w % self.tile_size:
                 raise ValueError(f"grid pinpoint {(h, w)} is not a multiple of the tile size {self.tile_size}; "
                                  f"the tiles would not fill it")
-        if self.tile_size % self.patch_size:
-            raise ValueError(f"tile size {self.tile_size} is not a multiple of the patch size {self.patch_size}")
+        if self.patch_size > self.tile_size:
+            raise ValueError(f"patch size {self.patch_size} is larger than the tile size {self.tile_size}")
         if self.merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
         if self.vision_feature_select_strategy not in ("default", "full"):
@@ -48,7 +49,15 @@ class AnyresGeometry:
                              f"got {self.vision_feature_select_strategy!r}")
 
     @property
+    def tokens_per_tile(self):
+        """Features one tile gives after selection: its patches, + [CLS] if any, - the first with 'default'."""
+        return (self.patches_per_side ** 2 + int(self.class_token)
+                - int(self.vision_feature_select_strategy == "default"))
+
+    @property
     def patches_per_side(self):
+        # Floor, as the patch conv and HF (image_size // patch_size) do: SigLIP-384/14 (OneVision) reads
+        # 27 x 27 patches and never sees the last 6 pixel rows / columns of a tile.
         return self.tile_size // self.patch_size
 
 
@@ -140,7 +149,7 @@ def unpad_bounds(image_size, feature_size):
 def num_image_tokens(image_size, geometry):
     """How many <image> tokens one image of (height, width) becomes in the prompt."""
     n = geometry.patches_per_side
-    base = n * n + int(geometry.vision_feature_select_strategy == "full")
+    base = geometry.tokens_per_tile
     if geometry.merge == "flat":
         return base * num_tiles(image_size, geometry)
     rows, cols = grid_shape(image_size, geometry)

@@ -76,6 +76,11 @@ class LlavaNextImageProcessor(ImageProcessor):
         if not images:
             raise ValueError("no images given: expected an image or a non-empty list of images")
         stacks, sizes = zip(*(self.preprocess_one(im) for im in images))
+        return self.batch(stacks, sizes, return_tensors)
+
+    def batch(self, stacks, sizes, return_tensors="pt", **extra):
+        """Tile stacks (k_i, 3, t, t) and original sizes -> pixel_values (B, max k, 3, t, t), image_sizes
+        (B, 2) (+ `extra` integer lists, e.g. OneVision's batch_num_images), as tensors or arrays."""
         most = max(len(s) for s in stacks)
         if self.do_pad:  # HF's _pad_for_batching: zero tiles after the real ones
             stacks = [np.concatenate([s, np.zeros((most - len(s),) + s.shape[1:], s.dtype)]) for s in stacks]
@@ -83,10 +88,12 @@ class LlavaNextImageProcessor(ImageProcessor):
             raise ValueError(f"images gave different tile stacks {sorted({s.shape for s in stacks})} and do_pad "
                              f"is off; set do_pad=True to pad them to {most} tiles")
         batch, image_sizes = np.stack(stacks), np.array(sizes, dtype=np.int64)  # (B, T, 3, t, t), (B, 2)
+        out = {"pixel_values": batch, "image_sizes": image_sizes,
+               **{k: np.array(v, dtype=np.int64) for k, v in extra.items()}}
         if return_tensors == "pt":
-            return {"pixel_values": torch.from_numpy(batch), "image_sizes": torch.from_numpy(image_sizes)}
+            return {k: torch.from_numpy(v) for k, v in out.items()}
         if return_tensors in ("np", None):
-            return {"pixel_values": batch, "image_sizes": image_sizes}
+            return out
         raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
 
 

@@ -27,7 +27,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.norm1 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.attn = Attention(cfg.hidden_size, cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
-                              head_dim=cfg.head_dim, qkv_bias=cfg.attention_bias, out_bias=cfg.attention_bias,
+                              head_dim=cfg.head_dim, qkv_bias=cfg.attention_bias or cfg.qkv_bias, out_bias=cfg.attention_bias,
                               dropout=cfg.attention_dropout)
         self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, act=cfg.hidden_act, bias=cfg.mlp_bias)
@@ -79,13 +79,16 @@ class LlamaModel(nn.Module):
             raise ValueError(f"position_ids must be ({batch}, {length}), got shape {tuple(position_ids.shape)}")
 
         # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
-        # new query (a decode step) is the last position: causality hides nothing from it.
-        mask = combine(causal_mask(length, past + length, device=x.device) if length > 1 else None,
-                       padding_mask(attention_mask) if attention_mask is not None else None)
+        # new query (a decode step) is the last position: causality hides nothing from it, but a
+        # sliding window (Mistral, Qwen2) still hides the keys older than the window.
+        padding = padding_mask(attention_mask) if attention_mask is not None else None
+        masks = {w: combine(causal_mask(length, past + length, device=x.device, window=w)
+                            if length > 1 or w is not None else None, padding)
+                 for w in {self.config.layer_window(i) for i in range(len(self.layers))}}
         rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, rope, cache[i] if cache is not None else None)
+            x = layer(x, masks[self.config.layer_window(i)], rope, cache[i] if cache is not None else None)
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)

@@ -56,9 +56,10 @@ def rope_parameters(hf):
     return p
 
 
-def llama_config(hf):
-    """HF's LlamaConfig dict -> ours; a missing field takes HF's default."""
-    return LlamaConfig(
+def llama_config(hf, **switches):
+    """HF's LlamaConfig dict -> ours; a missing field takes HF's default. `switches` are the fields a
+    LLaMA-family sibling sets itself (mistral_config, qwen2_config)."""
+    fields = dict(
         vocab_size=hf.get("vocab_size", 32000), hidden_size=hf["hidden_size"],
         intermediate_size=hf["intermediate_size"], num_hidden_layers=hf["num_hidden_layers"],
         num_attention_heads=hf["num_attention_heads"], num_key_value_heads=hf.get("num_key_value_heads"),
@@ -69,13 +70,65 @@ def llama_config(hf):
         tie_word_embeddings=hf.get("tie_word_embeddings", False), bos_token_id=hf.get("bos_token_id", 1),
         eos_token_id=hf.get("eos_token_id", 2), pad_token_id=hf.get("pad_token_id"),
     )
+    return LlamaConfig(**{**fields, **switches})
 
 
-register("LlamaForCausalLM")(Family(
-    name="llama",
-    build=lambda hf: LlamaForCausalLM(llama_config(hf)),
-    keymap=lambda hf: causal_lm_keymap(llama_config(hf)),
-))
+# HF's class defaults (transformers 5.23) for the fields a file may leave out: llava-hf's
+# llava-v1.6-mistral text_config, for one, stores neither hidden_size nor the layer count.
+MISTRAL_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096 * 32)
+QWEN2_DEFAULTS = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=32768,
+                      bos_token_id=None, eos_token_id=None)
+
+
+def mistral_config(hf):
+    """HF's MistralConfig dict -> ours: LLaMA + a sliding window on every layer (HF's default 4096;
+    null turns it off, as mistral-7b-v0.2 files do). MistralConfig has no bias switches, and its
+    model ignores layer_types (it only warns), so both are left out here too."""
+    hf = {**MISTRAL_DEFAULTS, **hf}
+    return llama_config(hf, sliding_window=hf.get("sliding_window", 4096), layer_types=None,
+                        attention_bias=False, mlp_bias=False)
+
+
+def qwen2_config(hf):
+    """HF's Qwen2Config dict -> ours: LLaMA + bias on q/k/v only, and an optional sliding window.
+
+    Qwen2Config keeps sliding_window only when use_sliding_window is true, and then (unless
+    layer_types is stored, as transformers 5 saves it) slides on layers i >= max_window_layers.
+    layer_types naming sliding layers without a window is refused by LlamaConfig, by name."""
+    hf = {**QWEN2_DEFAULTS, **hf}
+    window = hf.get("sliding_window", 4096) if hf.get("use_sliding_window", False) else None
+    layers = hf.get("layer_types")
+    if layers is None:
+        first = hf.get("max_window_layers", 28)
+        layers = ["sliding_attention" if window is not None and i >= first else "full_attention"
+                  for i in range(hf["num_hidden_layers"])]
+    return llama_config(hf, qkv_bias=True, sliding_window=window, layer_types=layers, attention_bias=False,
+                        mlp_bias=False)
+
+
+# text_config.model_type -> its translation: the LLaMA-family decoders minivlm builds with one class.
+DECODERS = {"llama": llama_config, "mistral": mistral_config, "qwen2": qwen2_config}
+
+
+def decoder_config(hf, default="llama"):
+    """A LLaMA-family config dict (model_type llama / mistral / qwen2) -> LlamaConfig; another
+    decoder is refused by name."""
+    kind = hf.get("model_type") or default
+    if kind not in DECODERS:
+        raise ValueError(f"a {kind!r} language model is not supported; minivlm's LLaMA decoder implements "
+                         f"text_config.model_type {sorted(DECODERS)}")
+    return DECODERS[kind](hf)
+
+
+for _arch, _kind in [("LlamaForCausalLM", "llama"), ("MistralForCausalLM", "mistral"),
+                     ("Qwen2ForCausalLM", "qwen2")]:
+    register(_arch)(Family(
+        name=_kind,
+        build=lambda hf, kind=_kind: LlamaForCausalLM(DECODERS[kind](hf)),
+        keymap=lambda hf, kind=_kind: causal_lm_keymap(DECODERS[kind](hf)),
+    ))
 
 register("LlamaModel")(Family(
     name="llama",

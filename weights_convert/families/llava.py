@@ -11,32 +11,58 @@ three spellings, and a file holds one of them:
 
 Ours: vision_tower.* (the VisionTransformer), multi_modal_projector.linear_{k}.*,
 language_model.model.* and language_model.lm_head.weight (a LlamaForCausalLM).
+
+The tower is CLIP's or SigLIP's (vision_config.model_type; a SigLIP tower keeps its attention-pooling
+head, which LLaVA never reads but the file holds), the decoder any LLaMA-family one
+(text_config.model_type llama / mistral / qwen2, families/llama.py DECODERS).
 """
 from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration, llava_vision_config
 
 from ..engine import KeyMap, Rule
 from ..registry import Family, register
-from .clip import VISION_TOWER
+from . import siglip
+from .clip import VISION_TOWER as CLIP_TOWER
 from .clip import vision_config as clip_vision_config
-from .llama import BODY, llama_config
+from .llama import BODY, decoder_config
 
 # HF's LlamaConfig defaults: hub LLaVA files often store only what differs (vocab_size, rms_norm_eps ...).
 LLAMA_DEFAULTS = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32)
 
 
-def text_config(hf):
-    text = dict(hf.get("text_config") or {"model_type": "llama"})
-    kind = text.get("model_type", "llama")
-    if kind != "llama":
-        raise ValueError(f"LLaVA with a {kind!r} language model is not supported; minivlm's LLaVA uses the LLaMA "
-                         f"decoder (text_config.model_type 'llama')")
+# vision_config.model_type -> (its VisionConfig translation, its key map relative to the tower's root).
+TOWERS = {
+    "clip_vision_model": (clip_vision_config, lambda hf: CLIP_TOWER),
+    "siglip_vision_model": (siglip.vision_config, siglip.vision_keymap),
+}
+
+
+def vision_tower(hf):
+    """(VisionConfig, KeyMap) of the LLaVA file's tower; a tower minivlm does not build is refused by name."""
+    vision = hf.get("vision_config")
+    if not vision:
+        return llava_vision_config(), CLIP_TOWER
+    kind = vision.get("model_type", "clip_vision_model")
+    if kind not in TOWERS:
+        raise ValueError(f"a {kind!r} vision tower is not supported in LLaVA; vision_config.model_type must be "
+                         f"one of {sorted(TOWERS)}")
+    config, keymap = TOWERS[kind]
+    return config(vision), keymap(vision)
+
+
+def text_config(hf, default_kind="llama"):
+    text = dict(hf.get("text_config") or {"model_type": default_kind})
     # LlavaConfig forwards tie_word_embeddings from either level (configuration_llava.py).
     text["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings") or text.get("tie_word_embeddings"))
-    return llama_config({**LLAMA_DEFAULTS, **text})
+    kind = text.get("model_type") or default_kind
+    defaults = LLAMA_DEFAULTS if kind == "llama" else {}
+    try:
+        return decoder_config({**defaults, **text}, default_kind)
+    except ValueError as e:
+        raise ValueError(f"LLaVA's text_config: {e}") from None
 
 
 def llava_config(hf):
-    vision = clip_vision_config(hf["vision_config"]) if hf.get("vision_config") else llava_vision_config()
+    vision = vision_tower(hf)[0]
     text = text_config(hf)
     layer = hf.get("vision_feature_layer", -2)
     return LlavaConfig(
@@ -57,11 +83,12 @@ HEAD = KeyMap([Rule("lm_head.weight", "language_model.lm_head.weight")])
 
 def llava_keymap(hf):
     tied = llava_config(hf).tie_word_embeddings
+    tower = vision_tower(hf)[1]
     parts = [
         # vision tower: hub / transformers 5 save / transformers 5 state_dict
-        VISION_TOWER.prefixed("vision_tower.vision_model.", "vision_tower."),
-        VISION_TOWER.prefixed("vision_tower.", "vision_tower."),
-        VISION_TOWER.prefixed("model.vision_tower.", "vision_tower."),
+        tower.prefixed("vision_tower.vision_model.", "vision_tower."),
+        tower.prefixed("vision_tower.", "vision_tower."),
+        tower.prefixed("model.vision_tower.", "vision_tower."),
         # projector
         PROJECTOR.prefixed("multi_modal_projector.", ""),
         PROJECTOR.prefixed("model.multi_modal_projector.", ""),
