@@ -8,6 +8,8 @@ COMMANDS = {
     "parity": "compare every supported family (or a local checkpoint) with the transformers reference",
     "train": "train a tiny model from scratch on the synthetic shapes world (clip, siglip, blip, llava)",
     "trace": "follow one image + prompt through LLaVA, stage by stage, with shapes and the HF reference",
+    "ship": "copy a trained run into the package as a shipped model (minivlm/pretrained), with its card",
+    "notebooks": "re-execute every notebook in place and store its outputs (notebooks/*.ipynb)",
 }
 
 
