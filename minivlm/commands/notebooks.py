@@ -4,13 +4,15 @@ Re-executes notebooks/*.ipynb (or the ones named) in place, each top to bottom i
 stores their outputs, so the pictures and printed shapes read on GitHub without running anything.
 
 What would change from run to run without a change in the code is left out: each cell's execution
-timestamps (nbclient's cell metadata) and the kernel's Python patch version. Execution counts stay:
+timestamps (nbclient's cell metadata), the kernel's Python patch version, progress bars (their
+speeds) and tqdm's warning about a kernel without ipywidgets. Execution counts stay:
 one top-to-bottom run numbers the code cells 1, 2, 3 ..., the same every time, and
 tests/test_notebooks.py reads them as the proof that the stored outputs come from one such run.
 Seeds are fixed in the notebooks and PYTHONHASHSEED here, so a re-run rewrites the same outputs
 except timings the notebooks print themselves (training speed).
 """
 import os
+import re
 import time
 from pathlib import Path
 
@@ -34,10 +36,19 @@ def find(names, folder=NOTEBOOKS):
     return found
 
 
+# tqdm's import-time warning in a kernel without ipywidgets: about the environment, not the notebook.
+NOISE = re.compile(r".*TqdmWarning: IProgress not found.*\n(  from \.autonotebook import.*\n)?")
+
+
 def clean(nb):
-    """Drop what differs between two runs of unchanged code."""
+    """Drop what differs between two runs of unchanged code, and environment warnings."""
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                out.text = NOISE.sub("", out.text)
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and not o.text)]
     info = nb.metadata.get("language_info", {})
     info.pop("version", None)
     nb.metadata.pop("widgets", None)
@@ -58,7 +69,9 @@ def execute(path, timeout=600):
 
 def run(args):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["PYTHONHASHSEED"] = "0"    # the kernel inherits it: set/dict orders stay the same
+    os.environ["PYTHONHASHSEED"] = "0"    # the kernel inherits these: set orders stay the same,
+    os.environ["TQDM_DISABLE"] = "1"      # and no progress bar prints its timing
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     for path in find(args.names):
         print(f"{path.name}: {execute(path, args.timeout):.0f}s", flush=True)
     return 0
