@@ -4,8 +4,8 @@ Re-executes notebooks/*.ipynb (or the ones named) in place, each top to bottom i
 stores their outputs, so the pictures and printed shapes read on GitHub without running anything.
 
 What would change from run to run without a change in the code is left out: each cell's execution
-timestamps (nbclient's cell metadata), the kernel's Python patch version, progress bars (their
-speeds) and tqdm's warning about a kernel without ipywidgets. Execution counts stay:
+timestamps (nbclient's cell metadata), the kernel's Python patch version, progress bars' speeds and
+clocks, and tqdm's warning about a kernel without ipywidgets. Execution counts stay:
 one top-to-bottom run numbers the code cells 1, 2, 3 ..., the same every time, and
 tests/test_notebooks.py reads them as the proof that the stored outputs come from one such run.
 Seeds are fixed in the notebooks and PYTHONHASHSEED here, so a re-run rewrites the same outputs
@@ -38,6 +38,9 @@ def find(names, folder=NOTEBOOKS):
 
 # tqdm's import-time warning in a kernel without ipywidgets: about the environment, not the notebook.
 NOISE = re.compile(r".*TqdmWarning: IProgress not found.*\n(  from \.autonotebook import.*\n)?")
+# The speed and clock of minivlm's progress lines (train/progress.py): "12.4 it/s 0:14<0:09 " -> "".
+# The step, the loss and the metrics stay: they are the notebook's content.
+SPEED = re.compile(r"\d+(\.\d+)? it/s \d+:\d\d<\d+:\d\d ")
 
 
 def clean(nb):
@@ -46,7 +49,7 @@ def clean(nb):
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):
             if out.output_type == "stream" and out.name == "stderr":
-                out.text = NOISE.sub("", out.text)
+                out.text = SPEED.sub("", NOISE.sub("", out.text))
         if "outputs" in cell:
             cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and not o.text)]
     info = nb.metadata.get("language_info", {})
