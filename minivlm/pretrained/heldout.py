@@ -57,7 +57,7 @@ def blip_counts(folder, count=200):
 
 
 def llava_counts(folder, count=40):
-    """Every question of `count` two-shape scenes, asked alone, greedy, exact answer; by question type."""
+    """Every question of `count` scenes of one or two shapes, asked alone, greedy, exact answer; by type."""
     import weights_convert
     from ..train.llava import RECIPE, answer, chat_prompt, question_type
     model, processor = _load(folder)

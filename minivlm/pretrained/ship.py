@@ -32,7 +32,7 @@ ABOUT = {
     "shapes-llava": ("LlavaForConditionalGeneration", "a tiny LLaVA: the shapes-clip recipe's vision tower "
                      "(frozen), a 2-layer projector and a 2-layer Llama (64 wide, GQA 4/2) over a character "
                      "vocabulary, trained in LLaVA's two stages",
-                     "each question of a two-shape scene asked alone, greedy reply equal to the answer"),
+                     "each question of a scene of one or two shapes, asked alone; the greedy reply must equal the answer"),
 }
 
 
