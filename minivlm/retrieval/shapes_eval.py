@@ -142,7 +142,7 @@ def caption_gallery(captioner_folder, paths):
 
 
 def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None, captioner_folder=None,
-            llava_folder=None, gallery=3000, log=print):
+            llava_folder=None, gallery=3000, held_out=1000, log=print):
     """Every figure of the README's table: recall (CLIP / SigLIP / BLIP-ITC, +/- ITM) and the QA task."""
     from .encoders import load_encoder
     from .rag import Llava
@@ -155,6 +155,11 @@ def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None
     log(f"gallery: {len(extra)} single-shape scenes in {scratch / 'gallery'}")
     result = {"recall": recall_table(encoders, scratch / "gallery", extra, scratch / "indexes", reranker)}
     log(result["recall"])
+    if held_out:   # colour x shape combinations no model saw in training
+        extra = write_gallery(scratch / "held-out", gallery_scenes(held_out, split="test"))
+        result["recall_held_out"] = recall_table(encoders, scratch / "held-out", extra, scratch / "indexes-held-out",
+                                                 reranker)
+        log(result["recall_held_out"])
     if llava_folder and captioner_folder:
         scenes = unique_anchor_scenes()
         qa_extra = write_gallery(scratch / "qa", scenes)
@@ -175,14 +180,22 @@ def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None
 
 def markdown(result):
     """The README's tables."""
-    lines = ["| text -> image | R@1 | R@5 | R@10 | + ITM R@1 | + ITM R@5 | + ITM R@10 |", "|---|---|---|---|---|---|---|"]
-    for name, row in result["recall"].items():
-        itm = row["itm"] or {}
-        lines.append(f"| {name} | " + " | ".join(f"{row['itc'][k]:.2f}" for k in (1, 5, 10)) + " | " +
-                     " | ".join(f"{itm[k]:.2f}" if itm else "-" for k in (1, 5, 10)) + " |")
+    lines = []
+    for key, what in (("recall", "seen combinations"), ("recall_held_out", "held-out combinations")):
+        if key in result:
+            lines += recall_rows(result[key], what) + [""]
     if "qa" in result:
-        lines += ["", "| QA: answered with | correct | right scene retrieved | seconds |", "|---|---|---|---|"]
+        lines += ["| QA: answered with | correct | right scene retrieved | seconds |", "|---|---|---|---|"]
         for name, row in result["qa"].items():
             lines.append(f"| {name} | {row['correct']}/{row['total']} ({row['correct'] / row['total']:.0%}) | "
                          f"{row['retrieved_right']}/{row['total']} | {row['seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def recall_rows(table, what):
+    lines = [f"| text -> image, {what} | R@1 | R@5 | R@10 | + ITM R@1 | + ITM R@5 | + ITM R@10 |", "|---|---|---|---|---|---|---|"]
+    for name, row in table.items():
+        itm = row["itm"] or {}
+        lines.append(f"| {name} | " + " | ".join(f"{row['itc'][k]:.2f}" for k in (1, 5, 10)) + " | " +
+                     " | ".join(f"{itm[k]:.2f}" if itm else "-" for k in (1, 5, 10)) + " |")
+    return lines
