@@ -25,6 +25,7 @@ def main():
     p.add_argument("--blip", help="a BLIP run folder (train blip): its retrieval/ holds the ITC + ITM heads")
     p.add_argument("--gallery", type=int, default=3000)
     p.add_argument("--held-out", type=int, default=1000)
+    p.add_argument("--two-shapes", type=int, default=2000)
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -35,7 +36,8 @@ def main():
             shutil.copy(Path(args.blip) / "shapes_vocab.json", retrieval / "shapes_vocab.json")
     with tempfile.TemporaryDirectory() as scratch:
         result = measure(scratch, pretrained.path("shapes-clip"), args.siglip, retrieval, pretrained.path("shapes-blip"),
-                         pretrained.path("shapes-llava"), args.gallery, args.held_out)
+                         pretrained.path("shapes-llava"), args.gallery, args.held_out,
+                         args.two_shapes)
     print(markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")

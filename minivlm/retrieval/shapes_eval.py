@@ -142,7 +142,7 @@ def caption_gallery(captioner_folder, paths):
 
 
 def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None, captioner_folder=None,
-            llava_folder=None, gallery=3000, held_out=1000, log=print):
+            llava_folder=None, gallery=3000, held_out=1000, two_shapes=2000, log=print):
     """Every figure of the README's table: recall (CLIP / SigLIP / BLIP-ITC, +/- ITM) and the QA task."""
     from .encoders import load_encoder
     from .rag import Llava
@@ -160,6 +160,11 @@ def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None
         result["recall_held_out"] = recall_table(encoders, scratch / "held-out", extra, scratch / "indexes-held-out",
                                                  reranker)
         log(result["recall_held_out"])
+    if two_shapes:  # captions of two shapes ("a red circle and a blue square"): the encoders never saw one
+        extra = write_gallery(scratch / "two-shapes", gallery_scenes(two_shapes, max_shapes=2))
+        result["recall_two_shapes"] = recall_table(encoders, scratch / "two-shapes", extra,
+                                                   scratch / "indexes-two-shapes", reranker)
+        log(result["recall_two_shapes"])
     if llava_folder and captioner_folder:
         scenes = unique_anchor_scenes()
         qa_extra = write_gallery(scratch / "qa", scenes)
@@ -181,7 +186,8 @@ def measure(scratch, clip_folder, siglip_folder=None, blip_retrieval_folder=None
 def markdown(result):
     """The README's tables."""
     lines = []
-    for key, what in (("recall", "seen combinations"), ("recall_held_out", "held-out combinations")):
+    for key, what in (("recall", "seen combinations"), ("recall_held_out", "held-out combinations"),
+                      ("recall_two_shapes", "two-shape scenes")):
         if key in result:
             lines += recall_rows(result[key], what) + [""]
     if "qa" in result:
