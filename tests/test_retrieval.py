@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from minivlm import pretrained
 from minivlm.data.shapes import ShapesWorld
-from minivlm.retrieval import (Index, IndexMismatchError, ItmReranker, Llava, build_prompt, generate_answer,
+from minivlm.retrieval import (Hit, Index, IndexMismatchError, ItmReranker, Llava, build_prompt, generate_answer,
                                load_encoder, rag_answer, recall_at_k, search, topk_exact)
+from minivlm.retrieval.encoders import fingerprint
 from minivlm.retrieval.index import check_compatible
 
 
@@ -133,7 +134,7 @@ def test_an_index_refuses_another_model(tmp_path, clip):
     other = load_encoder(pretrained.path("shapes-clip"))
     with torch.no_grad():
         other.model.visual_projection.weight.mul_(2)
-    other.fingerprint = __import__("minivlm.retrieval.encoders", fromlist=["x"]).fingerprint(other.model)
+    other.fingerprint = fingerprint(other.model)
     with pytest.raises(IndexMismatchError, match="fingerprint"):
         Index.open(tmp_path / "idx", other)
     with pytest.raises(IndexMismatchError):
@@ -167,6 +168,28 @@ def test_clip_embeddings_equal_transformers(clip, scenes):
         out = ref(pixel_values=pixel_values, **tok)
     assert (clip.embed_images([s.image for s in scenes]) - out.image_embeds).abs().max() <= 1e-5
     assert (clip.embed_texts(captions) - out.text_embeds).abs().max() <= 1e-5
+
+
+def test_siglip_texts_are_padded_to_the_fixed_length_and_equal_transformers(tmp_path, scenes):
+    """SigLIP pools the LAST position: its encoder pads every text to max_length and passes no mask,
+    as SigLIP's processor does; the embeddings then equal HF's on those ids."""
+    pytest.importorskip("transformers")
+    from minivlm.parity.siglip import _siglip
+    torch.manual_seed(0)
+    ref = _siglip("SiglipModel", text=dict(vocab_size=38, max_position_embeddings=16, pad_token_id=0, bos_token_id=36,
+                                           eos_token_id=37), vision=dict(image_size=32, patch_size=4))().eval()
+    ref.save_pretrained(tmp_path)
+    for name in ("preprocessor_config.json", "shapes_vocab.json"):
+        shutil.copy(pretrained.path("shapes-clip") / name, tmp_path / name)
+    encoder = load_encoder(tmp_path)
+    captions = [s.caption for s in scenes[:4]] + ["a red circle"]
+    tok = encoder.tokenize(captions)
+    assert list(tok) == ["input_ids"] and tok["input_ids"].shape == (5, 16)
+    images = [s.image for s in scenes[:5]]
+    with torch.no_grad():
+        out = ref(input_ids=tok["input_ids"], pixel_values=encoder.processor(images)["pixel_values"])
+    assert (encoder.embed_texts(captions) - out.text_embeds).abs().max() <= 1e-5
+    assert (encoder.embed_images(images) - out.image_embeds).abs().max() <= 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +227,6 @@ def test_blip_itc_embeddings_and_itm_reranking_equal_transformers(blip_folder, s
         p_ref = ref(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixel_values).itm_score.softmax(-1)[:, 1]
     p = reranker.match_probability([query] * 6, images)
     assert (p - p_ref).abs().max() <= 1e-5
-    hits = [SimpleNamespace(row=i, score=0.0, record={"i": i}) for i in range(6)]
-    from minivlm.retrieval import Hit
     hits = [Hit(i, 0.0, {"i": i}) for i in range(6)]
     reranked = reranker.rerank(query, hits, image_of=lambda rec: images[rec["i"]])
     assert [h.row for h in reranked] == p_ref.argsort(descending=True).tolist()
