@@ -6,6 +6,10 @@ vectors the inner product is the cosine, the same score exact search ranks by. `
 speed for recall; at small sizes with a generous ef_search it returns the exact top-k.
 
     index.backend = FaissHNSW(index)          # then index.search(...) goes through faiss
+
+Measured (1 thread, loaded 2-core box): 50 000 random 64-d unit vectors, 1000 queries: HNSW 0.99 s vs
+exact 1.30 s, 96% of the exact top-10 found, after a 87 s build per graph. Random vectors are HNSW's
+worst case and 50k rows are small: exact search stays the default; the graph pays off at millions.
 """
 
 
@@ -29,6 +33,9 @@ class FaissHNSW:
             mask = index.kind_mask(kind)
             rows = torch.arange(len(index)) if mask is None else mask.nonzero().squeeze(1)
             if len(rows) == 0:
+                continue
+            if kind is not None and len(rows) == len(index):   # one kind only: the graph over all rows serves
+                self.structures[kind] = self.structures[None]
                 continue
             graph = faiss.IndexHNSWFlat(index.dim, m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = ef_construction
