@@ -8,6 +8,10 @@ COMMANDS = {
     "parity": "compare every supported family (or a local checkpoint) with the transformers reference",
     "train": "train a tiny model from scratch on the synthetic shapes world (clip, siglip, blip, llava)",
     "trace": "follow one image + prompt through LLaVA, stage by stage, with shapes and the HF reference",
+    "ship": "copy a trained run into the package as a shipped model (minivlm/pretrained), with its card",
+    "index": "embed a folder of images and/or texts with a dual encoder into an index on disk (appendable)",
+    "search": "search an index by text or image (text -> image, image -> text, image -> image), ITM re-ranking",
+    "notebooks": "re-execute every notebook in place and store its outputs (notebooks/*.ipynb)",
 }
 
 

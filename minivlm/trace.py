@@ -9,7 +9,10 @@ LlavaForConditionalGeneration + LlavaProcessor on the same image and prompt and 
 stages; `compare` puts the max |diff| next to each. `python -m minivlm trace` and
 notebooks/06_llava.ipynb are thin layers over these functions.
 
-The default needs no download: a tiny LLaVA built from a config with a fixed seed, and a tiny
+The default needs no download: the tiny LLaVA trained on the shapes world that the package ships
+(minivlm/pretrained/shapes-llava, `python -m minivlm train llava`), asked a question about a scene
+it never saw (`shapes_sample`), so the trace ends on an answer that can be checked. `load_default`
+instead builds an untrained tiny LLaVA from a config with a fixed seed (`--random`). Both speak a tiny
 LLaMA-style tokenizer written in code (see `tiny_vocabulary`). Why not a small trained BPE? Training
 one needs the `tokenizers` package at run time, and a vocabulary file would be a blob to ship; a
 character vocabulary with byte fallback is ~360 lines of data made by a loop, loads through the same
@@ -51,6 +54,42 @@ def default_image():
     except Exception:  # matplotlib missing, or an install without sample data
         from .data.shapes import ShapesWorld
         return ShapesWorld(image_size=96).scene(0).image
+
+
+SHAPES_LLAVA = "shapes-llava"
+# The shipped LLaVA's sample: a two-shape scene from the evaluation range (indices from 10**9; training
+# used 0..1999) and its colour question. The model answers 85-90% of such questions right (its card);
+# this one is among them, and tests/test_trace.py checks that it still is.
+SAMPLE_SCENE, SAMPLE_QUESTION = 10**9 + 1, 2
+
+
+@dataclass
+class Sample:
+    image: object        # PIL image
+    name: str            # how the trace names the image
+    question: str
+    answer: str          # the scene's truth
+
+
+def shapes_sample(index=SAMPLE_SCENE, question=SAMPLE_QUESTION, image_size=32, max_shapes=2):
+    """A shapes-world scene of the split the shipped LLaVA trained on (seen colour/shape pairs) but at
+    an index it never trained on, with one of its questions and the true answer."""
+    from .data.shapes import ShapesWorld
+    scene = ShapesWorld(image_size=image_size, max_shapes=max_shapes).scene(index, "train")
+    q, a = scene.questions[question]
+    return Sample(scene.image, f"shapes-world scene {index} ({scene.caption}), never trained on", q, a)
+
+
+def load_folder(folder, dtype=torch.float32, device="cpu", reference=True):
+    """(ours, processor, tokenizer, reference or None) from a llava-hf folder: ours strictly through
+    weights_convert, the reference through transformers' own from_pretrained (local files only)."""
+    import weights_convert
+    ours = weights_convert.load_pretrained(folder, dtype=dtype, device=device)
+    ref = None
+    if reference:
+        from transformers import LlavaForConditionalGeneration
+        ref = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+    return ours, weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder), ref
 
 
 SPECIALS = ["<unk>", "<s>", "</s>"]
@@ -220,15 +259,16 @@ def token_view(ids, tokenizer, image_token_id, limit=60):
 
 
 @torch.no_grad()
-def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8):
-    """Run one image + prompt through minivlm's LLaVA; returns the list of Stages."""
+def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8, image_name=None):
+    """Run one image + prompt through minivlm's LLaVA; returns the list of Stages. `image_name` names
+    an in-memory image in the table (a file is named by its file name)."""
     cfg, tower = model.config, model.vision_tower
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     source = image if image is not None else default_image()
     stages = []
     raw = load_image(source)
-    name = Path(source).name if isinstance(source, (str, Path)) else type(source).__name__
+    name = image_name or (Path(source).name if isinstance(source, (str, Path)) else type(source).__name__)
     stages.append(Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name))
     rgb = processor.prepare(raw)
     stages.append(Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB"))
@@ -275,8 +315,14 @@ def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_to
     stages.append(Stage("logits", logits, _shape(logits), f"next token {names[0]!r}", extra={"top_tokens": names}))
     generated = model.generate(input_ids=ids, pixel_values=pixel_values, max_new_tokens=max_new_tokens)
     new = generated[0, ids.shape[1]:]
+    eos = cfg.text_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos or ())
+    reply = new.tolist()
+    reply = reply[:next((i for i, t in enumerate(reply) if t in eos), len(reply))]  # up to </s>
+    answer = tokenizer.decode(reply).strip()
     stages.append(Stage("generated tokens", new, f"{len(new)} new",
-                        f"{repr(tokenizer.decode(new))} = {' '.join(tokenizer.convert_ids_to_tokens(new.tolist()))}"))
+                        f"{answer!r} = {' '.join(tokenizer.convert_ids_to_tokens(new.tolist()))}",
+                        extra={"answer": answer, "question": prompt or DEFAULT_QUESTION}))
     return stages
 
 
@@ -368,17 +414,17 @@ def plot_stages(stages, path=None):
     by = {s.name: s for s in stages}
     fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
     ax = axes.ravel()
-    ax[0].imshow(by["RGB"].value)
+    ax[0].imshow(by["RGB"].value, interpolation="nearest")  # a 32-pixel scene stays sharp
     ax[0].set_title(f"1. image file ({by['image file'].shape})")
     geo = by["resize/pad"].value
-    ax[1].imshow(geo)
+    ax[1].imshow(geo, interpolation="nearest")
     pv = by["pixel_values"].value
     h, w = pv.shape[-2:]
     n = by["patch embedding"].value.shape[1] - 1
     side = int(round(n ** 0.5))
     for k in range(1, side):
-        ax[1].axhline(k * h / side - 0.5, color="white", lw=0.6)
-        ax[1].axvline(k * w / side - 0.5, color="white", lw=0.6)
+        ax[1].axhline(k * h / side - 0.5, color="black", alpha=0.35, lw=0.6)  # seen on photos and on white
+        ax[1].axvline(k * w / side - 0.5, color="black", alpha=0.35, lw=0.6)
     ax[1].set_title(f"2. resize/pad -> {h}x{w}, {side}x{side} patches")
     layers = [s for s in stages if s.name.startswith("encoder layer")]
     norms = torch.stack([s.value[0].float().norm(dim=-1).cpu() for s in layers])  # (L+1, 1+N)
@@ -410,6 +456,8 @@ def plot_stages(stages, path=None):
     ax[7].axis("off")
     ax[7].text(0, 1, "8. prompt tokens:\n" + _wrap(by["prompt tokens"].note, 48) + "\n\ngenerated:\n" +
                _wrap(by["generated tokens"].note, 48), va="top", family="monospace", fontsize=8)
+    qa = by["generated tokens"].extra
+    fig.suptitle(f"question: {qa['question']!r}    answer: {qa['answer']!r}", fontsize=14)
     for a in (ax[0], ax[1], ax[3], ax[4]):
         a.set_xticks([])
         a.set_yticks([])

@@ -1,15 +1,17 @@
-"""python -m minivlm trace [--image FILE] [--prompt TEXT] [--checkpoint DIR] [--device cpu] [--plot FILE]
+"""python -m minivlm trace [--image FILE] [--prompt TEXT] [--checkpoint DIR | --random] [--device cpu] [--plot FILE]
 
 Follow one image + prompt through LLaVA and print every stage with its shape: image file -> RGB ->
 resize/pad -> pixel_values -> patch embedding -> encoder layers -> selected layer -> projector ->
 prompt tokens with image placeholders -> merged embeddings -> decoder -> logits -> generated tokens.
-Where transformers is installed, the same stages of HF's LlavaForConditionalGeneration are computed
-and the max |diff| is printed next to each.
+Where transformers is installed, the same stages of HF's LlavaForConditionalGeneration, loaded from
+the same folder, are computed and the max |diff| is printed next to each.
 
-Without --checkpoint it runs offline on an embedded default: matplotlib's grace_hopper.jpg (or a
-shapes-world image), a tiny LLaVA built from a config with a fixed seed and a tiny tokenizer made
-in code (minivlm/trace.py says why). Its weights are random, so its words are noise: the trace is
-about the path, the shapes and the agreement with the reference.
+With no argument it runs offline on the tiny LLaVA the package ships (minivlm/pretrained/shapes-llava,
+trained by `python -m minivlm train llava`): a shapes-world scene it never saw and one of the scene's
+questions, and it says whether the generated answer is the true one. --image / --prompt change the
+sample; --checkpoint DIR traces a local llava-hf folder; --random the untrained tiny LLaVA built from
+a config with a fixed seed (minivlm/trace.py), on matplotlib's grace_hopper.jpg: its words are noise,
+the trace is about the path, the shapes and the agreement with the reference.
 """
 import os
 import tempfile
@@ -26,13 +28,15 @@ def add_arguments(p):
                                     "holding <image>")
     p.add_argument("--checkpoint", metavar="DIR", help="a local LLaVA checkpoint folder (llava-hf layout): its "
                                                        "weights, tokenizer and preprocessor config")
+    p.add_argument("--random", action="store_true", help="the untrained tiny LLaVA built from a config (seeded) "
+                                                         "instead of the shipped trained one")
     p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"))
     p.add_argument("--dtype", default="float32", choices=sorted(TOLERANCE))
     p.add_argument("--plot", metavar="FILE", help="save a figure of the stages (needs matplotlib)")
-    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=10)
     p.add_argument("--no-reference", action="store_true",
-                   help="skip transformers (faster; the default model then gets minivlm's own seeded init)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the tiny default model")
+                   help="skip transformers (faster; the --random model then gets minivlm's own seeded init)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --random model")
     p.add_argument("--model", choices=("llava", "llava_next_siglip"), default="llava",
                    help="the tiny default to trace: LLaVA, or the seed's LLaVA-NeXT + SigLIP on a 27x104 image "
                         "(minivlm/trace_next.py); a LLaVA-NeXT / OneVision --checkpoint picks the latter itself")
@@ -50,11 +54,14 @@ def _transformers_available():
 
 def run(args):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import weights_convert
-    from minivlm.trace import (compare, format_stages, load_default, plot_stages, reference_llava, trace_llava,
-                               worst_diff)
+    from minivlm import pretrained
+    from minivlm.trace import (SHAPES_LLAVA, compare, format_stages, load_default, load_folder, plot_stages,
+                               reference_llava, shapes_sample, trace_llava, worst_diff)
     if args.image is not None and not os.path.isfile(args.image):
         print(f"error: no image file at {args.image}")
+        return 2
+    if args.random and args.checkpoint:
+        print("error: --random and --checkpoint exclude each other (--random builds an untrained model)")
         return 2
     dtype = getattr(torch, args.dtype)
     with_reference = not args.no_reference and _transformers_available()
@@ -62,39 +69,42 @@ def run(args):
     if getattr(args, "model", "llava") == "llava_next_siglip" or is_next_checkpoint(args.checkpoint):
         return run_command(args, dtype, with_reference, TOLERANCE[args.dtype])  # the anyres trace
     start = time.time()
+    image, prompt, image_name, truth = args.image, args.prompt, None, None
     with tempfile.TemporaryDirectory() as scratch:
-        if args.checkpoint:
-            folder = args.checkpoint
-            ours = weights_convert.load_pretrained(folder, dtype=dtype, device=args.device)
-            processor = weights_convert.load_image_processor(folder)
-            tokenizer = weights_convert.load_tokenizer(folder)
-            reference = None
-            if with_reference:  # local files only: HF_HUB_OFFLINE is set
-                from transformers import LlavaForConditionalGeneration
-                reference = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
-            source = f"checkpoint {folder}"
-        else:
+        if args.random:
             folder = scratch
             ours, processor, tokenizer, reference = load_default(folder, args.seed, reference=with_reference)
             ours = ours.to(args.device, dtype)
             source = f"tiny LLaVA (seed {args.seed}, random weights) built from a config"
+        else:
+            folder = args.checkpoint or pretrained.path(SHAPES_LLAVA)
+            ours, processor, tokenizer, reference = load_folder(folder, dtype, args.device, with_reference)
+            source = (f"checkpoint {folder}" if args.checkpoint else
+                      f"{SHAPES_LLAVA}, the tiny LLaVA trained on the shapes world (minivlm/pretrained/{SHAPES_LLAVA})")
+            if not args.checkpoint and image is None:  # the shipped model's own kind of image
+                sample = shapes_sample()
+                image, image_name = sample.image, sample.name
+                prompt, truth = (prompt, None) if prompt else (sample.question, sample.answer)
+        stages = trace_llava(ours, processor, tokenizer, image, prompt, args.max_new_tokens, image_name)
         if reference is not None:
-            reference = reference.to(args.device, dtype)
-        stages = trace_llava(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
-        if reference is not None:
-            compare(stages, reference_llava(reference, folder, args.image, args.prompt, args.max_new_tokens))
+            compare(stages, reference_llava(reference, folder, image, prompt, args.max_new_tokens))
     print(f"LLaVA trace: {source}, {args.device} {args.dtype}\n")
     print(format_stages(stages, reference is not None))
+    generated = stages[-1].extra
+    line = f"\nquestion: {generated['question']!r}  ->  answer: {generated['answer']!r}"
+    if truth is not None:
+        line += f"  (the scene's truth: {truth!r}: {'correct' if generated['answer'] == truth else 'WRONG'})"
+    print(line)
     code = 0
     if reference is not None:
         worst, ids_equal = worst_diff(stages)
         tol = TOLERANCE[args.dtype]
         ok = (worst is None or worst <= tol) and ids_equal
-        print(f"\nagainst transformers' LlavaForConditionalGeneration: max |diff| {worst:.1e} "
+        print(f"against transformers' LlavaForConditionalGeneration: max |diff| {worst:.1e} "
               f"(budget {tol:g}), token ids {'equal' if ids_equal else 'DIFFER'} -> {'ok' if ok else 'FAIL'}")
         code = 0 if ok else 1
     elif not args.no_reference:
-        print("\n(transformers is not installed: no reference comparison; pip install -e '.[dev]')")
+        print("(transformers is not installed: no reference comparison; pip install -e '.[dev]')")
     if args.plot:
         plot_stages(stages, args.plot)
         print(f"figure of the stages: {args.plot}")

@@ -1,0 +1,99 @@
+"""The shipped models measured on scenes they never saw: one fixed evaluation set per model.
+
+Scenes come from scene indices EVAL_START = 10**9 on (training draws indices below ~10**6 + a few
+10**4), with the world's seed 0, so the set is the same on every machine. Each figure is a count of
+correct answers out of a total: ship.py records it in evaluation.json, and the tests re-measure it
+and fail on a drop (tests/test_pretrained.py).
+
+    split "train": unseen images of colour/shape combinations seen in training
+    split "test":  combinations held out of training (red triangle, green circle, ...)
+"""
+import torch
+
+from ..data.shapes import ShapesWorld
+from ..train.dual_encoder import EVAL_START
+
+SPLITS = (("seen", "train"), ("held_out", "test"))
+
+
+def _load(folder):
+    import weights_convert
+    return weights_convert.load_pretrained(folder, dtype=torch.float32), weights_convert.load_image_processor(folder)
+
+
+def _shapes_tokenizer(folder, tokenizer):
+    """The shapes tokenizer, checked against the vocabulary the folder was trained with."""
+    import json
+    stored = json.loads((folder / "shapes_vocab.json").read_text())
+    if stored[:len(tokenizer.vocab)] != tokenizer.vocab:
+        raise ValueError(f"{folder}/shapes_vocab.json differs from minivlm's shapes vocabulary: the model was "
+                         "trained with other ids; regenerate it (see its README.md)")
+    return tokenizer
+
+
+def clip_counts(folder, count=240):
+    """Zero-shot: the scene's "colour shape" ranks first among all 24 names (chance 1/24)."""
+    from ..data.shapes_tokenizer import ShapesTokenizer
+    from ..train.dual_encoder import tokenize_fn, zero_shot_accuracy
+    model, processor = _load(folder)
+    tokenize = tokenize_fn("clip", _shapes_tokenizer(folder, ShapesTokenizer()))
+    world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
+    return {name: {"zero_shot": {"correct": round(zero_shot_accuracy(model, world, tokenize, processor, split, count)
+                                                  * count), "total": count}}
+            for name, split in SPLITS}
+
+
+def blip_counts(folder, count=200):
+    """Greedy captions: exact match, and each attribute word (colour, shape, position) right."""
+    from ..train.blip import BlipShapesTokenizer, caption_quality
+    model, processor = _load(folder)
+    tokenizer = _shapes_tokenizer(folder, BlipShapesTokenizer())
+    world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
+    out = {}
+    for name, split in SPLITS:
+        score = caption_quality(model, tokenizer, world, processor, split, count)
+        out[name] = {k: {"correct": round(score[k] * count), "total": count} for k in ("exact", "color", "shape", "where")}
+    return out
+
+
+def llava_counts(folder, count=40):
+    """Every question of `count` scenes of one or two shapes, asked alone, greedy, exact answer; by type."""
+    import weights_convert
+    from ..train.llava import RECIPE, answer, chat_prompt, question_type
+    model, processor = _load(folder)
+    tokenizer = weights_convert.load_tokenizer(folder)
+    world = ShapesWorld(image_size=model.config.vision_config.image_size, max_shapes=RECIPE["max_shapes"])
+    out = {}
+    for name, split in SPLITS:
+        asked = [(s, q, a) for s in world.scenes(count, split, start=EVAL_START) for q, a in s.questions]
+        replies = answer(model, tokenizer, processor, [s.image for s, _, _ in asked],
+                         [chat_prompt(q) for _, q, _ in asked])
+        by_type = {}
+        for (_, q, a), reply in zip(asked, replies):
+            hits = by_type.setdefault(question_type(q), {"correct": 0, "total": 0})
+            hits["correct"] += int(reply == a)
+            hits["total"] += 1
+        out[name] = by_type
+    return out
+
+
+COUNTS = {"shapes-clip": clip_counts, "shapes-blip": blip_counts, "shapes-llava": llava_counts}
+
+
+def measure(name, folder):
+    """{split: {metric: {"correct", "total"}}} for the shipped model `name` in `folder` (one thread:
+    the same float sums, so the same counts, on every run of one machine)."""
+    from pathlib import Path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return COUNTS[name](Path(folder))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def margin(total):
+    """Answers a re-measurement may lose without failing: 1 per 100 asked (at least 1). On another
+    CPU the float kernels differ in the last bits, which can flip a near-tied argmax; a real
+    regression (a wrong weight, a broken stage) costs tens of points, far beyond it."""
+    return max(1, total // 100)
