@@ -10,10 +10,14 @@ checkpoint never sits in memory twice:
                                straight into the destination's memory where it can
 
 A safetensors file is 8 bytes (little-endian header length), a JSON header
-{key: {"dtype", "shape", "data_offsets": [begin, end]}} and the raw bytes. We read each tensor with
-one positioned read into its final tensor rather than memory-mapping the file: the pages of a
-mapped file count as the process's memory until it is unmapped, so reading a mapped shard into
-the model holds the shard twice (measured in benchmarks/load_speed.py); a read holds one tensor.
+{key: {"dtype", "shape", "data_offsets": [begin, end]}} and the raw bytes. Two ways to get a tensor:
+
+    reader.mapped(key)   the tensor IS the file's bytes, memory-mapped copy-on-write (as
+                         torch.load(mmap=True) does): no copy, pages read when first used. For a
+                         weight kept on the CPU in its stored dtype, which is the common case.
+    reader.read(key)     one positioned read into a tensor of our own (into= the destination): for
+                         a cast, a transform or a GPU. Copying out of a mapping instead would keep
+                         the mapped pages resident until the shard is closed — the shard twice.
 """
 import json
 import struct
@@ -102,7 +106,7 @@ class SafetensorsFile:
             except ValueError as e:
                 raise CheckpointError(f"{self.path} has an unreadable safetensors header: {e}") from None
         header.pop("__metadata__", None)
-        self.data_start, self.entries = 8 + length, {}
+        self.data_start, self.entries, self.size, self.storage = 8 + length, {}, size, None
         for key, info in header.items():
             if info["dtype"] not in SAFETENSORS_DTYPES:
                 raise CheckpointError(f"{key} in {self.path.name} has dtype {info['dtype']}, which minivlm "
@@ -120,6 +124,16 @@ class SafetensorsFile:
     def meta(self, key):
         dtype, shape, _ = self.entries[key]
         return torch.empty(shape, dtype=dtype, device="meta")
+
+    def mapped(self, key):
+        """The stored tensor backed by the file itself (copy-on-write), or None where its offset is
+        not a multiple of its item size (a tensor cannot start mid-element)."""
+        dtype, shape, offset = self.entries[key]
+        if offset % dtype.itemsize:
+            return None
+        if self.storage is None:
+            self.storage = torch.UntypedStorage.from_file(str(self.path), shared=False, nbytes=self.size)
+        return torch.empty((), dtype=dtype).set_(self.storage, offset // dtype.itemsize, shape)
 
     def read(self, key, into=None):
         """The tensor as stored. `into`: a contiguous CPU tensor of the same shape and dtype to read
@@ -140,7 +154,7 @@ class SafetensorsFile:
         return into
 
     def close(self):
-        pass
+        self.storage = None  # tensors mapped from it keep the mapping alive
 
 
 class TorchBinFile:
@@ -162,6 +176,9 @@ class TorchBinFile:
 
     def meta(self, key):
         return torch.empty_like(self.state[key], device="meta")
+
+    def mapped(self, key):
+        return None  # its tensors are mapped, but the file is a zip: copy them out instead
 
     def read(self, key, into=None):
         return self.state[key]

@@ -22,20 +22,31 @@ from torch import nn
 @contextmanager
 def parameters_on_meta():
     """Inside, every parameter a module registers is replaced by a meta tensor of its shape and dtype.
-    Factories run as written (nn.Linear's torch.empty reserves memory it never touches), then the
-    init (kaiming, normal ...) runs on meta, which costs nothing."""
+    Factories run as written (nn.Linear's torch.empty reserves memory it never touches); torch.nn.init's
+    functions skip meta tensors (run on meta, normal_ would first import torch's Python reference
+    kernels: seconds, measured)."""
     register = nn.Module.register_parameter
+    inits = {name: fn for name, fn in vars(nn.init).items() if name.endswith("_") and not name.startswith("_")}
 
     def register_on_meta(module, name, param):
         if param is not None and param.device.type != "meta":  # already meta: a tie, keep it the same object
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         register(module, name, param)
 
+    def skip_meta(init):
+        def maybe_init(tensor, *args, **kwargs):
+            return tensor if tensor.device.type == "meta" else init(tensor, *args, **kwargs)
+        return maybe_init
+
     nn.Module.register_parameter = register_on_meta
+    for name, fn in inits.items():
+        setattr(nn.init, name, skip_meta(fn))
     try:
         yield
     finally:
         nn.Module.register_parameter = register
+        for name, fn in inits.items():
+            setattr(nn.init, name, fn)
 
 
 def _owners(model):

@@ -9,8 +9,10 @@
        in the final dtype on the final device
     6. what __init__ computed (RoPE frequencies, ...) moves to the device; eval()
 
-Memory: the weights once, in the target dtype, plus one tensor in flight (a shard for .bin files);
-with device="cuda" the host holds one tensor at a time. benchmarks/load_speed.py measures it
+Memory: the weights once, in the target dtype, plus one tensor in flight (a shard for .bin files).
+On the CPU in the stored dtype the weights are the safetensors files' own pages, memory-mapped
+copy-on-write (as transformers and torch.load(mmap=True) do): read from disk when first used.
+With device="cuda" the host holds one tensor at a time. benchmarks/load_speed.py measures it
 against transformers.
 """
 from pathlib import Path
@@ -43,9 +45,20 @@ def empty_model(family, config):
         return family.build(config)
 
 
+def _replace(tensors, old, new):
+    """Every name of the allocated tensor `old` (tied weights have two) now points at `new`."""
+    for key, t in tensors.items():
+        if t is old:
+            tensors[key] = new
+
+
 @torch.no_grad()
 def stream_into(folder, load_plan, tensors):
-    """Read every planned tensor, file by file, into `tensors` ({model key: allocated tensor})."""
+    """Fill `tensors` ({model key: allocated tensor}) from the planned stored tensors, file by file.
+
+    A weight that needs nothing done to it (same dtype, no transform, on the CPU) becomes the
+    file's own memory-mapped bytes; anything else is read once and copied into its destination
+    (cast to the target dtype, moved to the device)."""
     by_file = {}
     for step in load_plan.steps:
         by_file.setdefault(step.file, []).append(step)
@@ -53,7 +66,12 @@ def stream_into(folder, load_plan, tensors):
         reader = open_weights(folder, file)
         for step in steps:
             first = tensors.get(step.targets[0])
-            # Straight into the parameter's memory when nothing is left to do to the bytes.
+            if step.transform is None and first is not None and first.device.type == "cpu":
+                stored = reader.mapped(step.key)
+                if stored is not None and stored.dtype == first.dtype:
+                    _replace(tensors, first, stored)
+                    continue
+            # Straight into the destination's memory when the bytes are already what it holds.
             stored = reader.read(step.key, into=first if step.transform is None else None)
             parts = step.transform(stored) if step.transform else stored
             for target, part in zip(step.targets, parts if isinstance(parts, tuple) else (parts,)):
