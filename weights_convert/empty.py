@@ -89,7 +89,7 @@ def materialise_buffers(model, device):
     """Move what __init__ computed and the checkpoint does not hold (non-persistent buffers) to the
     device, in the dtype __init__ chose; then check that no meta tensor is left in the model."""
     for module, kind, name, key, t in list(_owners(model)):
-        if t.device.type == "meta":
+        if t.device.type == "meta" and torch.device(device).type != "meta":
             raise RuntimeError(f"{key} {tuple(t.shape)} was not filled from the checkpoint nor computed by "
                                f"the model's __init__ (a parameter the key map does not cover?)")
         if kind is module._buffers and t.device != torch.device(device):
