@@ -202,3 +202,39 @@ def test_out_of_vocabulary_ids_are_refused_by_name(family, tmp_path):
     ids[0, -1] = vocab  # one past the table, on a text token
     with pytest.raises(ValueError, match=rf"token id {vocab} is outside the vocabulary of {vocab} ids"):
         ours(**{**inputs, "input_ids": ids})
+
+
+# parity --checkpoint at real size: one model at a time -----------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # gc.get_objects() meets torch's deprecated aliases
+def test_parity_checkpoint_holds_one_model_at_a_time(llama, tmp_path, monkeypatch, capsys):
+    """On a sharded bf16 folder: the reference is loaded once (in bf16) and gone before ours loads;
+    the output reports the peak memory."""
+    import gc
+
+    from minivlm.cli import main
+    save(llama.to(torch.bfloat16), tmp_path, max_shard_size="20KB")
+    llama.float()
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    references, real_load = [], weights_convert.load_pretrained
+    from_pretrained = transformers.LlamaForCausalLM.from_pretrained.__func__
+
+    def load_reference(cls, *args, **kwargs):
+        references.append(kwargs.get("dtype"))
+        return from_pretrained(cls, *args, **kwargs)
+
+    def load_ours(*args, **kwargs):
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, transformers.PreTrainedModel)
+                 and o.config._name_or_path == str(tmp_path)]
+        assert not alive, "the reference is still in memory when minivlm's model loads"
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.LlamaForCausalLM, "from_pretrained", classmethod(load_reference))
+    monkeypatch.setattr(weights_convert, "load_pretrained", load_ours)
+    with pytest.raises(SystemExit) as exit_:
+        main(["parity", "--checkpoint", str(tmp_path), "--dtype", "bfloat16", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0, out
+    assert references == [torch.bfloat16]
+    assert "host peak" in out and "weights on disk" in out
