@@ -49,10 +49,22 @@ def perturb_vectors(model, std=0.05):
     return model
 
 
+def hf_model(cls_name, config):
+    """HF's class, initialised once by HF's own init (its _init_weights), without torch's default
+    init first (which HF overwrites: half the build time at these sizes, measured), vectors perturbed."""
+    import transformers
+    from transformers.initialization import no_init_weights
+    with no_init_weights():
+        model = getattr(transformers, cls_name)(config)
+    model.init_weights()
+    assert all(torch.isfinite(p).all() for p in model.parameters()), f"{cls_name}: a weight HF's init left empty"
+    return perturb_vectors(model)
+
+
 def build(cls_name, config_cls, **config):
     def make():
         import transformers
-        return perturb_vectors(getattr(transformers, cls_name)(getattr(transformers, config_cls)(**config)))
+        return hf_model(cls_name, getattr(transformers, config_cls)(**config))
     return make
 
 
@@ -70,8 +82,8 @@ def clip_l_336():  # openai/clip-vit-large-patch14-336, 2 + 2 layers
         vision = {k: v for k, v in CLIP_L_336.items() if k != "projection_dim"}
         text = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=2,
                     vocab_size=49408, max_position_embeddings=77, eos_token_id=2)
-        return perturb_vectors(transformers.CLIPModel(transformers.CLIPConfig(
-            text_config=text, vision_config=vision, projection_dim=768)))
+        return hf_model("CLIPModel", transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                                             projection_dim=768))
     return ParityCase("clip", "clip-vit-l14-336 (2+2 layers)", make, clip_inputs(lengths=(77, 12), seq_len=77),
                       ("logits_per_image", "text_embeds", "image_embeds"))
 
@@ -80,11 +92,10 @@ def siglip_so400m():  # google/siglip-so400m-patch14-384, 2 + 2 layers: 729 posi
     def make():
         import transformers
         common = dict(hidden_size=1152, intermediate_size=4304, num_attention_heads=16, num_hidden_layers=2)
-        model = transformers.SiglipModel(transformers.SiglipConfig(
+        model = hf_model("SiglipModel", transformers.SiglipConfig(
             text_config=dict(common, vocab_size=32000, max_position_embeddings=64, projection_size=1152,
                              pad_token_id=1, eos_token_id=1, bos_token_id=0),  # the ids of its config.json
             vision_config=dict(common, image_size=384, patch_size=14)))
-        perturb_vectors(model)
         with torch.no_grad():  # HF's init leaves both at 0
             model.logit_scale.fill_(4.7)
             model.logit_bias.fill_(-16.5)
@@ -97,11 +108,11 @@ def siglip_so400m():  # google/siglip-so400m-patch14-384, 2 + 2 layers: 729 posi
 def blip_base():  # Salesforce/blip-image-captioning-base, 2 + 2 layers: 577 positions, BERT vocab 30524
     def make():
         import transformers
-        return perturb_vectors(transformers.BlipForConditionalGeneration(transformers.BlipConfig(
+        return hf_model("BlipForConditionalGeneration", transformers.BlipConfig(
             vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=2,
                                image_size=384, patch_size=16),
             text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=2,
-                             vocab_size=30524))))
+                             vocab_size=30524)))
     return ParityCase("blip", "blip-base-384 (2+2 layers)", make, caption_inputs(lengths=(12, 7)),
                       ("logits", "loss", "image_embeds"))
 
@@ -115,9 +126,9 @@ def llava_15_7b():  # llava-hf/llava-1.5-7b-hf: CLIP-L/336 (2 layers: feature la
     def make():
         import transformers
         vision = {k: v for k, v in CLIP_L_336.items() if k != "projection_dim"}
-        return perturb_vectors(transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        return hf_model("LlavaForConditionalGeneration", transformers.LlavaConfig(
             vision_config=transformers.CLIPVisionConfig(**vision), text_config=transformers.LlamaConfig(**LLAMA_7B),
-            image_token_index=32000, image_seq_length=576)))
+            image_token_index=32000, image_seq_length=576))
 
     def inputs(reference, generator):
         batch = llava_batch(reference.config, generator, (1,), text_lengths=(9,))
@@ -130,10 +141,10 @@ def llava_16_7b():  # llava-hf/llava-v1.6-vicuna-7b-hf: the same towers, anyres 
     def make():
         import transformers
         vision = {k: v for k, v in CLIP_L_336.items() if k != "projection_dim"}
-        return perturb_vectors(transformers.LlavaNextForConditionalGeneration(transformers.LlavaNextConfig(
+        return hf_model("LlavaNextForConditionalGeneration", transformers.LlavaNextConfig(
             vision_config=transformers.CLIPVisionConfig(**vision), text_config=transformers.LlamaConfig(**LLAMA_7B),
             image_token_index=32000, image_seq_length=576,
-            image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])))
+            image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]))
 
     def inputs(reference, generator):
         # The logits of the last 32 positions (the text after the image reads every image token):
