@@ -238,3 +238,4 @@ def test_parity_checkpoint_holds_one_model_at_a_time(llama, tmp_path, monkeypatc
     assert exit_.value.code == 0, out
     assert references == [torch.bfloat16]
     assert "host peak" in out and "weights on disk" in out
+
