@@ -9,7 +9,9 @@ tensor at a time from names and shapes taken from HF's model built on the meta d
 model is never materialised, let alone in fp32. Each loader runs in its own subprocess (a fresh
 allocator, nothing cached in Python) with dtype=bfloat16: load time is the wall time of the load
 call, peak host memory the child's VmHWM (peak resident pages, imports included). Both forwards
-must give the same logits. The folder is deleted afterwards unless --keep.
+must give the same logits. A last run loads with device="meta": every tensor is read and copied off
+the host as a GPU load does, so its peak host memory is what a GPU load costs the host. The folder
+is deleted afterwards unless --keep.
 """
 import argparse
 import json
@@ -88,6 +90,9 @@ def child(loader, folder, device, logits_path):
     model = load()
     load_s = time.perf_counter() - start
     peak_load = peak_rss()
+    if device == "meta":  # the copy path alone (what a GPU load does to the host): no forward
+        print(json.dumps(dict(load_s=load_s, peak_load=peak_load, rss_imports=before)))
+        return
     ids = torch.arange(1, 33)[None].to(device)  # (1, 32)
     start = time.perf_counter()
     with torch.no_grad():
@@ -131,6 +136,8 @@ def main():
             for loader in runs:  # alternating, so both see the same page cache
                 runs[loader].append(measure(loader, args.folder, args.device, f"{args.folder}.{loader}.pt"))
         logits = {k: torch.load(f"{args.folder}.{k}.pt") for k in runs}
+        if args.device == "cpu":  # every tensor read and copied to another device: host memory in flight
+            copy_path = measure("minivlm", args.folder, "meta", os.devnull)
     finally:
         for k in runs:
             if os.path.exists(f"{args.folder}.{k}.pt"):
@@ -156,6 +163,10 @@ def main():
     print("\npeak: the process's peak resident memory through load and forward (both loaders map the safetensors "
           "files, so the weights become resident when the forward first reads them); at load: the peak when "
           "load returned; imports: before it")
+    if args.device == "cpu":
+        print(f"minivlm with device='meta' (each tensor read, then copied off the host, as to a GPU): load "
+              f"{copy_path['load_s']:.2f} s, peak host {copy_path['peak_load'] / gb:.2f} GB, of which "
+              f"{(copy_path['peak_load'] - copy_path['rss_imports']) / gb:.2f} GB above the imports")
     diff = (logits["minivlm"] - logits["transformers"]).abs().max().item()
     print(f"\nlogits of one forward (1 x 32 tokens): max |diff| {diff:.3g} (bf16)")
 
