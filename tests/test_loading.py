@@ -127,6 +127,17 @@ def test_auto_dtype_agrees_with_transformers(vit, tmp_path):
     assert weights_convert.load_pretrained(tmp_path).cls_token.dtype == theirs.dtype == torch.float16
 
 
+def test_auto_dtype_of_a_mixed_file_is_the_one_transformers_picks(vit, tmp_path):
+    """No dtype in config.json, fp32 matrices and a bf16 cls_token: transformers takes the first floating
+    tensor in sorted key order (embeddings.cls_token), not the first in the file's header (fp32 first)."""
+    save(vit, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "dtype"}))
+    edit(tmp_path, lambda s: s.update({"embeddings.cls_token": s["embeddings.cls_token"].to(torch.bfloat16)}))
+    theirs = transformers.ViTModel.from_pretrained(tmp_path)
+    assert weights_convert.load_pretrained(tmp_path).cls_token.dtype == theirs.dtype == torch.bfloat16
+
+
 def test_a_dtype_that_is_not_one_is_refused():
     with pytest.raises(ValueError, match=r"dtype='fp17'.*torch dtype, its name.*'auto'"):
         resolve_dtype("fp17", {}, {})

@@ -215,9 +215,12 @@ def index_checkpoint(folder):
 
 
 def stored_dtype(index):
-    """The dtype of the first floating-point tensor stored (transformers' rule for dtype="auto" when
-    config.json names none), float32 for a file without one."""
-    for item in index.values():
-        if item.tensor.is_floating_point() and item.tensor.dtype.itemsize > 1:  # fp8 is not a compute dtype
-            return item.tensor.dtype
+    """transformers' rule for dtype="auto" when config.json names none: the dtype of the first
+    floating-point tensor of the first weight file, keys in sorted order (how safetensors lists
+    them; a file may hold fp32 norms beside bf16 matrices); float32 for a file without one."""
+    first_file = next(iter(index.values())).file if index else None
+    for key in sorted(k for k, item in index.items() if item.file == first_file):
+        t = index[key].tensor
+        if t.is_floating_point() and t.dtype.itemsize > 1:  # fp8 is not a compute dtype
+            return t.dtype
     return torch.float32
