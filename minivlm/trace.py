@@ -214,7 +214,7 @@ def load_default(folder, seed=0, reference=True):
     from .models.llava import LlavaForConditionalGeneration
     reference = build_default(folder, seed, reference)
     if reference is not None:
-        ours = weights_convert.load_pretrained(folder)
+        ours = weights_convert.load_pretrained(folder, dtype=torch.float32)
     else:
         torch.manual_seed(seed)
         ours = LlavaForConditionalGeneration(llava_config(json.loads((Path(folder) / "config.json").read_text())))

@@ -223,7 +223,7 @@ def test_older_layout_with_stored_decoder_weights_loads():
         state["text_decoder.cls.predictions.decoder.bias"] = state["text_decoder.cls.predictions.bias"].clone()
         state["text_decoder.bert.embeddings.position_ids"] = torch.arange(40)[None]
         save_file(state, path)
-        ours = weights_convert.load_pretrained(folder)
+        ours = weights_convert.load_pretrained(folder, dtype=torch.float32)
     torch.testing.assert_close(ours(**inputs).logits, reference(**inputs).logits, atol=1e-4, rtol=0)
 
 

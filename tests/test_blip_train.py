@@ -91,7 +91,7 @@ def test_saved_run_is_an_hf_folder(trained, world, tmp_path):
         ours = captioner(model).generate(pixel_values, max_new_tokens=10)
         theirs = hf.generate(pixel_values=pixel_values, max_new_tokens=10)
     assert torch.equal(ours, theirs)
-    loaded = weights_convert.load_pretrained(tmp_path / "retrieval")
+    loaded = weights_convert.load_pretrained(tmp_path / "retrieval", dtype=torch.float32)
     ids = tok(["a red circle on the left"] * 6)
     with torch.no_grad():
         a = retriever(model)(pixel_values=pixel_values, **ids).itm_score

@@ -105,7 +105,7 @@ def test_tower_checkpoint_in_hub_layout(tmp_path, cases, name, prefix):
     n = reference.embeddings.position_embedding.weight.shape[0]
     hub[prefix + "embeddings.position_ids"] = torch.arange(n)[None]
     save_file(hub, tmp_path / "model.safetensors")
-    ours = weights_convert.load_pretrained(tmp_path)
+    ours = weights_convert.load_pretrained(tmp_path, dtype=torch.float32)
     inputs = case.make_inputs(reference, torch.Generator().manual_seed(0))
     with torch.no_grad():
         mine, ref = ours(**inputs), reference(**inputs)

@@ -182,7 +182,7 @@ def test_generation_config_json_sets_eos_and_pad_like_hf(pair, prompt, tmp_path)
     reference.save_pretrained(tmp_path)
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos, "pad_token_id": pad}))
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
-    ours = weights_convert.load_pretrained(tmp_path)
+    ours = weights_convert.load_pretrained(tmp_path, dtype=torch.float32)
     assert ours.config.eos_token_id != eos and ours.generation_config == {"eos_token_id": eos, "pad_token_id": pad}
     expected = hf_generate(hf, ids, mask, max_new_tokens=12)
     assert (expected[0, ids.shape[1] + 3:] == pad).all()  # the case is discriminating: row 0 padded with `pad`

@@ -128,7 +128,7 @@ def test_legacy_rope_scaling_config():
         config["rope_theta"] = rope.pop("rope_theta")
         config["rope_scaling"] = {"type": rope["rope_type"], "factor": rope["factor"]}
         json.dump(config, open(path, "w"))
-        ours = weights_convert.load_pretrained(folder)
+        ours = weights_convert.load_pretrained(folder, dtype=torch.float32)
         legacy = transformers.LlamaForCausalLM.from_pretrained(folder).eval()
     assert ours.config.rope_parameters == {"rope_type": "linear", "factor": 2.5, "rope_theta": 10000.0}
     ids, mask = left_padded_batch(ours.config.vocab_size, torch.Generator().manual_seed(5))

@@ -38,7 +38,7 @@ def test_saved_model_loads_strictly_and_in_transformers(kind, tmp_path):
     with torch.no_grad():   # move the temperature off its init, so a swapped scalar would show
         model.logit_scale.add_(0.3)
     save_pretrained(model, tmp_path, hf_config(kind, model))
-    loaded = weights_convert.load_pretrained(tmp_path)
+    loaded = weights_convert.load_pretrained(tmp_path, dtype=torch.float32)
     hf = getattr(transformers, "CLIPModel" if kind == "clip" else "SiglipModel").from_pretrained(tmp_path).eval()
     batch = batch_for(kind)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_short_clip_training_learns_and_saves(tmp_path):
     assert names <= set(os.listdir(tmp_path))
     assert json.loads((tmp_path / "shapes_vocab.json").read_text()) == ShapesTokenizer().vocab
     assert len(json.loads((tmp_path / "history.json").read_text())["losses"]) == 500
-    loaded = weights_convert.load_pretrained(tmp_path)
+    loaded = weights_convert.load_pretrained(tmp_path, dtype=torch.float32)
     processor = weights_convert.load_image_processor(tmp_path)
     tokenize = recipe.tokenize_fn("clip", ShapesTokenizer())
     again = recipe.zero_shot_accuracy(loaded, ShapesWorld(32), tokenize, processor, "test", count=120)

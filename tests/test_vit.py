@@ -17,7 +17,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
 def roundtrip(hf_model):
     with tempfile.TemporaryDirectory() as d:
         hf_model.save_pretrained(d)
-        return weights_convert.load_pretrained(d)
+        return weights_convert.load_pretrained(d, dtype=torch.float32)
 
 
 def test_conv_patchify_equals_unfold_plus_linear():

@@ -1,6 +1,7 @@
 """weights_convert: Hugging Face model folders in, minivlm models out — strictly.
 
-    model = weights_convert.load_pretrained("hf_dir")
+    model = weights_convert.load_pretrained("hf_dir")             # dtype="auto": the checkpoint's own
+    model = weights_convert.load_pretrained("hf_dir", dtype=torch.float32, device="cuda")
     proc = weights_convert.load_image_processor("hf_dir")
     tok = weights_convert.load_tokenizer("hf_dir")
 """

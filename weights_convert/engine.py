@@ -12,9 +12,11 @@ Placeholders in templates: {i} / {j} match a layer number, {wb} matches weight|b
 any other {name} matches one dotted name part. A rule may map one stored tensor to several model
 tensors (a fused qkv split into q, k, v) through its transform.
 
-`convert` is strict. Every model tensor must be filled exactly once, every stored tensor must be
+`plan` is strict. Every model tensor must be filled exactly once, every stored tensor must be
 used or declared skipped, and shapes must agree — otherwise it raises, naming the keys as stored
-in the file, the shapes and the file.
+in the file, the shapes and the file, every problem at once. It needs only names and shapes (meta
+tensors), so a checkpoint is judged before any of its data is read; `convert` applies a plan to
+tensors in memory, and load_pretrained streams it from disk.
 """
 import re
 from dataclasses import dataclass, field
@@ -90,12 +92,57 @@ def _list(keys, limit=12):
     return "\n  " + "\n  ".join(keys[:limit]) + more
 
 
-def convert(stored, keymap, expected, where="checkpoint"):
-    """stored: {file key: StoredTensor}; expected: the model's state_dict (for names and shapes).
+def file_spellings(keymap, model_key):
+    """How a file would spell the tensor that fills our `model_key`: every stored key the map accepts
+    for it (LLaVA's tower has three spellings), marked when the stored tensor is fused (qkv)."""
+    found = []
+    for rule in keymap.rules:
+        for target in rule.targets():
+            m = template_regex(target).match(model_key)
+            if m is None:
+                continue
+            try:
+                spelling = rule.file.format(**m.groupdict())
+            except KeyError:  # the file key has a placeholder the model key does not fix
+                spelling = rule.file
+            found.append(spelling + (" (fused, split by the map)" if len(rule.targets()) > 1 else ""))
+    return list(dict.fromkeys(found))
 
-    Returns {model key: tensor} with every expected key filled; raises CheckpointError otherwise.
+
+def _missing_line(keymap, key):
+    spellings = file_spellings(keymap, key)
+    if not spellings:
+        return f"{key} (no rule of the key map fills it)"
+    return f"{' or '.join(spellings)}   (minivlm: {key})"
+
+
+@dataclass
+class Step:
+    """One stored tensor's way into the model: read `key` from `file`, apply `transform`, fill `targets`."""
+    key: str
+    file: str
+    transform: callable
+    targets: tuple
+
+
+@dataclass
+class Plan:
+    steps: list                        # in file order
+    tied: dict                         # model key -> model key it copies (left out of the file on purpose)
+
+
+def plan(stored, keymap, expected, where="checkpoint"):
+    """Check a checkpoint against a model without reading any data, and say how to fill the model.
+
+    stored: {file key: StoredTensor} (meta tensors are enough: transforms only reshape and split, so
+    they run on shapes); expected: the model's state_dict (names and shapes; meta is enough too).
+    Every problem is collected and raised at once: tensors of the wrong shape, unused tensors,
+    model tensors filled twice, missing tensors (named as the file would spell them). The error's
+    class is that of the first kind found in that order (ShapeMismatchError, UnusedWeightsError,
+    CheckpointError, MissingWeightsError); its message lists them all.
     """
-    out, source, unused = {}, {}, []
+    steps, source = [], {}
+    shapes, unused, twice = [], [], []
     for key, item in stored.items():
         hit = keymap.match(key)
         if hit is None:
@@ -107,30 +154,61 @@ def convert(stored, keymap, expected, where="checkpoint"):
         try:
             tensors = rule.transform(item.tensor) if rule.transform else item.tensor
         except Exception as e:
-            raise ShapeMismatchError(f"cannot convert {key} {tuple(item.tensor.shape)} from {item.file}: {e}") from None
+            shapes.append(f"cannot convert {key} {tuple(item.tensor.shape)} from {item.file}: {e}")
+            continue
         tensors = tensors if isinstance(tensors, tuple) else (tensors,)
+        kept = []
         for target, tensor in zip(targets, tensors, strict=True):
             if target not in expected:
                 unused.append(f"{key} {tuple(item.tensor.shape)} in {item.file} (would fill {target!r}, "
                               f"which this model does not have)")
                 continue
-            if target in out:
-                raise CheckpointError(f"{target!r} is filled twice: by {source[target]} and by {key} ({item.file})")
+            if target in source:
+                twice.append(f"{target!r} is filled twice: by {source[target]} and by {key} ({item.file})")
+                continue
             want = tuple(expected[target].shape)
             if tuple(tensor.shape) != want:
-                raise ShapeMismatchError(f"{key} in {item.file} has shape {tuple(item.tensor.shape)}"
-                                         f"{' (converted to ' + str(tuple(tensor.shape)) + ')' if tensor is not item.tensor else ''}"
-                                         f" but the model's {target!r} needs {want}")
-            out[target], source[target] = tensor, f"{key} ({item.file})"
-    if unused:
-        raise UnusedWeightsError(f"{len(unused)} tensor(s) in the {where} are not used by the model:{_list(unused)}\n"
-                                 f"(a wrong architecture or config, or a key map that lacks a rule)")
+                converted = f" (converted to {tuple(tensor.shape)})" if tensor is not item.tensor else ""
+                shapes.append(f"{key} in {item.file} has shape {tuple(item.tensor.shape)}{converted}"
+                              f" but the model's {target!r} needs {want}")
+            source[target] = f"{key} ({item.file})"
+            kept.append(target)
+        if kept:
+            steps.append(Step(key, item.file, rule.transform, tuple(targets)))
+    tied = {k: twin for k, twin in keymap.tied.items() if k in expected and k not in source and twin in source}
+    missing = [_missing_line(keymap, k) for k in expected if k not in source and k not in tied]
+    problems = [
+        (ShapeMismatchError, shapes, f"{len(shapes)} tensor(s) in the {where} do not fit the model's shapes:"),
+        (UnusedWeightsError, unused, f"{len(unused)} tensor(s) in the {where} are not used by the model:"),
+        (CheckpointError, twice, f"{len(twice)} model tensor(s) would be filled twice:"),
+        (MissingWeightsError, missing, f"{len(missing)} model tensor(s) are not in the {where}; expected in the "
+                                       f"file as:"),
+    ]
+    found = [(cls, lines, title) for cls, lines, title in problems if lines]
+    if found:
+        message = "\n".join(title + _list(lines) for _, lines, title in found)
+        if unused:
+            message += "\n(unused tensors: a wrong architecture or config, or a key map that lacks a rule)"
+        raise found[0][0](message)
+    return Plan(steps, tied)
+
+
+def convert(stored, keymap, expected, where="checkpoint"):
+    """stored: {file key: StoredTensor} with data; expected: the model's state_dict (for names and shapes).
+
+    Returns {model key: tensor} with every expected key filled; raises CheckpointError otherwise
+    (see `plan`). load_pretrained streams the same plan tensor by tensor instead (weights_convert/load.py).
+    """
+    out = {}
+    for step in plan(stored, keymap, expected, where).steps:
+        tensor = stored[step.key].tensor
+        tensors = step.transform(tensor) if step.transform else tensor
+        for target, t in zip(step.targets, tensors if isinstance(tensors, tuple) else (tensors,)):
+            if target in expected:
+                out[target] = t
     for key, twin in keymap.tied.items():
         if key in expected and key not in out and twin in out:
             out[key] = out[twin]
-    missing = [k for k in expected if k not in out]
-    if missing:
-        raise MissingWeightsError(f"{len(missing)} model tensor(s) are not in the {where}:{_list(missing)}")
     return out
 
 

@@ -3,7 +3,9 @@
 Without --checkpoint: for each family, build tiny HF references from configs (no download),
 convert them with weights_convert, run both and print max |diff| per output field (fp32), or in
 bf16/fp16 the diff relative to the reference's scale and the top-1 agreement of the logits.
-With --checkpoint DIR: the same for a local HF model folder, on inputs made from its config.
+With --checkpoint DIR: the same for a local HF model folder, on inputs made from its config; the
+reference runs first in --dtype and is freed before minivlm's model loads (one model in memory at a
+time), and the peak memory of the run is printed next to the size of the weights.
 """
 import os
 import time
@@ -35,7 +37,8 @@ def run(args):
         return 2
     from minivlm.parity import all_cases, check_case, format_table
     from minivlm.parity.harness import TOP1_AGREEMENT, default_tolerance
-    from minivlm.parity.checkpoint import check_image_processor, check_tokenizer, checkpoint_case
+    from minivlm.parity.checkpoint import (check_image_processor, check_tokenizer, checkpoint_case, peak_memory,
+                                           weights_size)
     from weights_convert.errors import CheckpointError
 
     # The built-in models are tiny: extra OpenMP threads only wait on them (about 5x slower
@@ -65,6 +68,9 @@ def run(args):
         f"relative tolerance {tol:g} or under {TOP1_AGREEMENT:.0%} top-1 agreement"
     for note in notes:
         print(note)
+    if args.checkpoint:
+        print(f"memory: {peak_memory(args.device)}; weights on disk {weights_size(args.checkpoint) / 1e9:.2f} GB "
+              f"(reference and minivlm loaded one after the other)")
     print(f"\n{len(cases)} case(s), {len(rows)} comparison(s), {failures} over {budget} "
           f"or differing ({args.device}, {args.dtype}, {time.time() - start:.1f}s)")
     return 1 if failures else 0

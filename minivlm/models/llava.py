@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
@@ -150,7 +151,7 @@ class LlavaForConditionalGeneration(nn.Module):
 
     def embed(self, input_ids, pixel_values=None, vision_feature_layer=None, vision_feature_select_strategy=None):
         """Token embeddings with the image features written in: (B, L, D_t), and the features (I*N, D_t)."""
-        inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D_t)
+        inputs_embeds = lookup_tokens(self.get_input_embeddings(), input_ids)  # (B, L, D_t)
         if pixel_values is None:
             return inputs_embeds, None
         features = self.get_image_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)

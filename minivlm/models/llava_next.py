@@ -21,6 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..blocks.token_ids import lookup_tokens
 from ..processing.anyres import MERGES, AnyresGeometry, grid_shape, num_image_tokens, num_tiles, unpad_bounds
 from .llava import LlavaConfig, LlavaForConditionalGeneration, check_feature_selection, merge_image_features
 from .llava import select_features
@@ -128,7 +129,7 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
 
     def embed(self, input_ids, pixel_values=None, vision_feature_layer=None, vision_feature_select_strategy=None,
               image_sizes=None, tiled=None):
-        inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D_t)
+        inputs_embeds = lookup_tokens(self.get_input_embeddings(), input_ids)  # (B, L, D_t)
         if pixel_values is None:
             return inputs_embeds, None
         per_image = self.get_image_features(pixel_values, image_sizes, vision_feature_layer,

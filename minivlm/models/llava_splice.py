@@ -19,6 +19,8 @@ the text embeddings and the image features there. Then, like the original, the r
 """
 import torch
 
+from ..blocks.token_ids import lookup_tokens
+
 IMAGE_TOKEN_INDEX = -200
 IGNORE_INDEX = -100
 DEFAULT_IMAGE_TOKEN = "<image>"
@@ -96,7 +98,7 @@ def splice_image_features(input_ids, image_features, embed_tokens, attention_mas
     shift = (new_length - keep) if padding_side == "left" else torch.zeros_like(keep)  # (B,)
 
     text = real & ~is_image
-    text_embeds = embed_tokens(input_ids.masked_fill(~text, 0))  # (B, L, D): placeholders looked up as id 0
+    text_embeds = lookup_tokens(embed_tokens, input_ids.masked_fill(~text, 0))  # (B, L, D): placeholders looked up as id 0
     dim = text_embeds.shape[-1]
     rows = torch.arange(batch, device=device)[:, None].expand(batch, length)  # (B, L)
     inputs_embeds = text_embeds.new_zeros(batch, new_length, dim)

@@ -3,16 +3,20 @@ the folder has them.
 
 The model: the reference is transformers' own class for config.json's architecture loaded from the
 folder, ours is load_pretrained on the same folder, and the inputs and compared fields are those of
-the family's tiny case for that architecture. The image processor: both read
+the family's tiny case for that architecture. The two run one after the other (`run_checkpoint_case`):
+the reference loads in the compared dtype, runs, leaves only its outputs and is freed before ours
+loads, so a 7B checkpoint is checked with one 7B model in memory at a time. The image processor: both read
 preprocessor_config.json and process the same photo (matplotlib's grace_hopper.jpg) and a small
 odd-sized image. The tokenizer: both read the folder's tokenizer files and encode the same texts.
 """
 from pathlib import Path
 
+import gc
+
 import torch
 
 from . import all_cases
-from .harness import ParityCase
+from .harness import ParityCase, compare_outputs, max_abs_diff, output_fields, relative_diff, to_device
 
 TEXTS = ("What is shown in this image?", "A photo of a cat.", "  two  spaces,\nnewline and café 東京 😀",
          "USER: <image>\nDescribe the picture. ASSISTANT:", "")
@@ -37,13 +41,70 @@ def checkpoint_case(folder):
         inputs = generating.generate_inputs(inputs) if generating.generate_inputs else inputs
         return {k: v for k, v in inputs.items() if k != "labels"}
 
-    def build():
+    def build(dtype=torch.float32):
         import transformers
-        return getattr(transformers, arch).from_pretrained(folder)
+        return getattr(transformers, arch).from_pretrained(folder, dtype=dtype).eval()
 
     return ParityCase(family, f"{folder.name} ({arch})", build, template.make_inputs, template.fields,
                       generating.generate if generating else None, template.valid_positions, folder=str(folder),
                       generate_inputs=generate_inputs if generating else None)
+
+
+def free(device):
+    gc.collect()
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def run_checkpoint_case(case, device="cpu", dtype=torch.float32, seed=0):
+    """run_case for a folder on disk, one model at a time: the reference (loaded once, in `dtype`) runs
+    and is freed, keeping its outputs on the CPU; then ours loads and runs on the same inputs.
+    Returns what run_case returns."""
+    import weights_convert
+    reference = case.build_reference(dtype=dtype).to(device)
+    inputs = case.make_inputs(reference, torch.Generator().manual_seed(seed))  # reads the config only
+    inputs = to_device(inputs, device, dtype)
+    kept = {k: v.cpu() for k, v in output_fields(reference(**inputs), case.fields).items() if v is not None}
+    greedy = case.generate is not None and dtype == torch.float32  # identical ids are asked of fp32 only
+    gen_inputs = case.generate_inputs(inputs) if greedy and case.generate_inputs else inputs
+    ref_ids = reference.generate(**gen_inputs, do_sample=False, **case.generate).cpu() if greedy else None
+    del reference
+    free(device)
+
+    ours = weights_convert.load_pretrained(case.folder, dtype=dtype, device=device)
+    mine = {k: v.cpu() for k, v in output_fields(ours(**inputs), case.fields).items() if v is not None}
+    our_ids = ours.generate(**gen_inputs, **case.generate).cpu() if greedy else None
+    del ours
+    free(device)
+    valid = case.valid_positions(to_device(inputs, "cpu")) if case.valid_positions else None
+    measure = max_abs_diff if dtype == torch.float32 else relative_diff
+    result = {"diffs": compare_outputs(mine, kept, case.fields, valid, measure), "generate_equal": None}
+    if greedy:
+        result["generate_equal"] = our_ids.shape == ref_ids.shape and bool((our_ids == ref_ids).all())
+    return result
+
+
+def peak_memory(device="cpu"):
+    """'host peak X GB[, GPU peak Y GB]': this process's peak resident memory (Linux VmHWM, else
+    ru_maxrss) and torch's peak allocation on a GPU."""
+    try:
+        with open("/proc/self/status") as f:
+            host = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except OSError:
+        import resource
+        import sys
+        host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    text = f"host peak {host / 1e9:.2f} GB"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        text += f", GPU peak {torch.cuda.max_memory_allocated() / 1e9:.2f} GB allocated"
+    return text
+
+
+def weights_size(folder):
+    """Bytes of the folder's weight files."""
+    from weights_convert.checkpoint import weight_files
+    return sum((Path(folder) / f).stat().st_size for f in weight_files(folder))
 
 
 def sample_images():

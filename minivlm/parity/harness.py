@@ -100,20 +100,31 @@ def reload_reference(reference, folder, dtype, device):
     return type(reference).from_pretrained(folder, dtype=dtype).to(device).eval()
 
 
-@torch.no_grad()
-def compare_models(ours, reference, inputs, fields, valid=None, measure=max_abs_diff):
-    """{field: measure(ours, reference)} on the same inputs; with relative_diff, also
-    {"<field> top-1": agreement} for every logits field."""
-    mine, ref = ours(**inputs), reference(**inputs)
+def output_fields(output, fields):
+    """{field: tensor} of a model's output, whichever way it is accessed (ours: out[name]; HF's: out.name)."""
+    got = {name: output[name] if isinstance(output, dict) else getattr(output, name, None) for name in fields}
+    return got
+
+
+def compare_outputs(mine, ref, fields, valid=None, measure=max_abs_diff):
+    """{field: measure(ours, reference)} of two outputs; with relative_diff, also {"<field> top-1": agreement}
+    for every logits field."""
+    mine, ref = output_fields(mine, fields), output_fields(ref, fields)
     diffs = {}
     for name in fields:
-        a, b = mine[name], getattr(ref, name)
+        a, b = mine[name], ref[name]
         if a is None or b is None:
             raise AssertionError(f"field {name!r}: ours is {type(a).__name__}, reference is {type(b).__name__}")
         diffs[name] = measure(a, b, valid)
         if measure is relative_diff and name.startswith("logits") and a.dim() >= 2:
             diffs[f"{name} top-1"] = top1_agreement(a, b, valid)
     return diffs
+
+
+@torch.no_grad()
+def compare_models(ours, reference, inputs, fields, valid=None, measure=max_abs_diff):
+    """compare_outputs of both models on the same inputs."""
+    return compare_outputs(ours(**inputs), reference(**inputs), fields, valid, measure)
 
 
 @torch.no_grad()
@@ -129,16 +140,15 @@ def run_case(case, device="cpu", dtype=torch.float32, seed=0):
     """Returns {"diffs": {field: value}, "generate_equal": bool | None}. In fp32 a value is the
     max |diff|; in bf16/fp16 the relative_diff, plus top-1 agreement for logits, and no greedy
     comparison (DESIGN.md asks identical ids of fp32 only: in bf16 a near-tie may flip a token)."""
-    import weights_convert
+    if case.folder:  # a checkpoint on disk: one model at a time (parity/checkpoint.py)
+        from .checkpoint import run_checkpoint_case
+        return run_checkpoint_case(case, device=device, dtype=dtype, seed=seed)
     reference = build_seeded(case.build_reference, seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = case.make_inputs(reference, generator)
     with tempfile.TemporaryDirectory() as folder:
-        if case.folder:
-            ours = weights_convert.load_pretrained(case.folder, dtype=dtype, device=device)
-        else:
-            ours = convert_reference(reference, folder, dtype=dtype, device=device)
-        reference = reload_reference(reference, case.folder or folder, dtype, device)
+        ours = convert_reference(reference, folder, dtype=dtype, device=device)
+        reference = reload_reference(reference, folder, dtype, device)
     inputs = to_device(inputs, device, dtype)
     valid = case.valid_positions(inputs) if case.valid_positions else None
     measure = max_abs_diff if dtype == torch.float32 else relative_diff

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..blocks import Attention, KVCache, LayerCache, MLP, causal_mask, combine, get_activation, padding_mask
+from ..blocks.token_ids import lookup_tokens
 from ..outputs import ModelOutput
 
 
@@ -64,7 +65,7 @@ class BertEmbeddings(nn.Module):
         if top >= self.max_positions:
             raise ValueError(f"position {top} is past the position table of {self.max_positions} entries "
                              f"(max_position_embeddings); shorten the text")
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        x = lookup_tokens(self.word_embeddings, input_ids) + self.position_embeddings(position_ids)
         return self.dropout(self.norm(x))
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
 from ..blocks.rotary import RotaryEmbedding
+from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
 from ..outputs import ModelOutput
 from .llama_config import LlamaConfig
@@ -64,7 +65,7 @@ class LlamaModel(nn.Module):
         position_ids (B, L): None gives past..past+L-1 for every row, as HF's forward does (generate
         passes positions counted from the mask, so left padding does not shift them)."""
         check_inputs(input_ids, inputs_embeds, self.config.hidden_size)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+        x = lookup_tokens(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
         batch, length = x.shape[:2]
         cache = past_key_values
         if cache is None and use_cache:

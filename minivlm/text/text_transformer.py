@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..blocks.masks import causal_mask, combine, padding_mask
+from ..blocks.token_ids import lookup_tokens
 from ..blocks.transformer import Encoder
 from ..outputs import ModelOutput
 from .config import TextConfig
@@ -80,7 +81,7 @@ class TextTransformer(nn.Module):
         B, L = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(L, device=input_ids.device)[None]  # (1, L)
-        x = self.token_embed(input_ids) + self.pos_embed(position_ids)  # (B, L, D)
+        x = lookup_tokens(self.token_embed, input_ids) + self.pos_embed(position_ids)  # (B, L, D)
         x, hidden_states = self.encoder(x, mask=self.mask(attention_mask, L, x.device),
                                         output_hidden_states=output_hidden_states)
         x = self.final_norm(x)  # (B, L, D)

@@ -1,0 +1,23 @@
+"""Token ids into embeddings, checked: an id outside the table is a bad input, named as such.
+
+nn.Embedding on an id past its table fails with torch's "index out of range in self" on the CPU
+and a device-side assert (which ends the CUDA context) on a GPU. Every model that embeds ids
+looks them up through `lookup_tokens`, so the error names the id and the vocabulary instead.
+"""
+import torch
+
+
+def check_token_ids(input_ids, vocab_size):
+    """Raise a ValueError naming the first id outside 0..vocab_size-1 (one min/max, no per-id loop)."""
+    if input_ids.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"token id {bad} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1}): "
+                         f"a tokenizer for another model, or ids beyond the embedding table")
+
+
+def lookup_tokens(embedding, input_ids):  # (B, L) ids -> (B, L, D)
+    check_token_ids(input_ids, embedding.num_embeddings)
+    return embedding(input_ids)
