@@ -20,8 +20,8 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLP(dim, mlp_dim, act=act)
 
-    def forward(self, x, mask=None):  # (B, N, D) -> (B, N, D)
-        x = x + self.attn(self.norm1(x), mask=mask)
+    def forward(self, x, mask=None, rope=None):  # (B, N, D) -> (B, N, D); rope: cos, sin (B, N, Dh)
+        x = x + self.attn(self.norm1(x), mask=mask, rope=rope)
         return x + self.mlp(self.norm2(x))
 
 
@@ -32,11 +32,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
 
-    def forward(self, x, mask=None, output_hidden_states=False):
+    def forward(self, x, mask=None, output_hidden_states=False, rope=None):
         """Returns (last, hidden_states); hidden_states[0] is the input, [i] the output of layer i."""
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, mask=mask)
+            x = layer(x, mask=mask, rope=rope)
             if output_hidden_states:
                 hidden_states.append(x)
         return x, (tuple(hidden_states) if output_hidden_states else None)

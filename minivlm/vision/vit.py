@@ -8,6 +8,9 @@
       -> pooled vector (the pooler switch)
 
 CLIP, SigLIP and BLIP towers are this module with switches flipped (see vision/config.py).
+Qwen2-VL's tower is too (`packed=True`, forward_packed): flattened patches of any number of
+images/videos of any size in one sequence, 2-D RoPE instead of the position table, the PatchMerger
+as pooler (vision/packed.py).
 """
 import torch
 import torch.nn.functional as F
@@ -15,9 +18,12 @@ from einops import rearrange
 from torch import nn
 
 from ..blocks.activations import get_activation
+from ..blocks.rotary import vision_rope_2d
 from ..blocks.transformer import Encoder
 from ..outputs import ModelOutput
 from .config import VisionConfig
+from .packed import (PatchEmbedding3D, PatchMerger, attention_segments, block_diagonal_mask, check_grid,
+                     patch_positions)
 
 
 class PatchEmbedding(nn.Module):
@@ -42,9 +48,13 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = cfg
         D = cfg.hidden_size
-        self.patch_embed = PatchEmbedding(cfg)
+        if cfg.packed:  # Qwen2-VL: cubes of T frames x p x p, positions by RoPE inside attention
+            self.patch_embed = PatchEmbedding3D(cfg.num_channels, cfg.temporal_patch_size, cfg.patch_size, D)
+            self.pos_embed = None
+        else:
+            self.patch_embed = PatchEmbedding(cfg)
+            self.pos_embed = nn.Parameter(torch.zeros(cfg.num_positions, D))  # (1 + N, D)
         self.cls_token = nn.Parameter(torch.zeros(D)) if cfg.class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(cfg.num_positions, D))  # (1 + N, D)
         self.pre_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.pre_norm else None
         self.encoder = Encoder(cfg.num_layers, dim=D, num_heads=cfg.num_heads, mlp_dim=cfg.intermediate_size,
                                act=cfg.hidden_act, eps=cfg.layer_norm_eps, qkv_bias=cfg.qkv_bias,
@@ -56,6 +66,8 @@ class VisionTransformer(nn.Module):
         elif cfg.pooler == "attention":
             from .pooling import AttentionPoolingHead  # SigLIP's MAP head
             self.pooler = AttentionPoolingHead(cfg)
+        elif cfg.pooler == "patch_merger":
+            self.pooler = PatchMerger(D, cfg.merger_size or D, cfg.spatial_merge_size, eps=cfg.layer_norm_eps)
         else:
             self.pooler = None
 
@@ -121,3 +133,39 @@ class VisionTransformer(nn.Module):
         if output_hidden_states:
             out.hidden_states = hidden_states
         return out
+
+    def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False):
+        """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
+        last_hidden_state (N, D), pooler_output (N / m^2, merger_size) — the merged LM tokens."""
+        cfg = self.config
+        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, cfg.spatial_merge_size)
+        x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
+        rows, cols = patch_positions(grid_thw, cfg.spatial_merge_size)
+        cos, sin = vision_rope_2d(rows, cols, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)  # (N, Dh)
+        cos, sin = cos[None].to(x.dtype), sin[None].to(x.dtype)
+        lengths = attention_segments(grid_thw)
+        if cfg.packing == "mask":  # readable: one sequence, a block-diagonal mask keeps images apart
+            mask = block_diagonal_mask(lengths, x.device) if len(lengths) > 1 else None
+            x, hidden_states = self.encoder(x, mask=mask, output_hidden_states=output_hidden_states, rope=(cos, sin))
+        else:  # fast: each segment on its own, no mask (every other op is per token anyway)
+            runs = [self.encoder(x[:, a:b], output_hidden_states=output_hidden_states,
+                                 rope=(cos[:, a:b], sin[:, a:b]))
+                    for a, b in zip(_starts(lengths), _starts(lengths)[1:])]
+            x = torch.cat([last for last, _ in runs], dim=1)
+            hidden_states = (tuple(torch.cat(layer, dim=1) for layer in zip(*(h for _, h in runs)))
+                             if output_hidden_states else None)
+        x = x[0]  # (N, D)
+        out = ModelOutput(last_hidden_state=x)
+        if self.pooler is not None:
+            out.pooler_output = self.pooler(x)  # (N / m^2, merger_size)
+        if output_hidden_states:
+            out.hidden_states = hidden_states
+        return out
+
+
+def _starts(lengths):
+    """[0, l0, l0 + l1, ...]: the segment boundaries (HF's cu_seqlens)."""
+    out = [0]
+    for n in lengths:
+        out.append(out[-1] + n)
+    return out

@@ -1,0 +1,89 @@
+"""Qwen2VLForConditionalGeneration checkpoints (Qwen/Qwen2-VL-*), as stored on disk.
+
+    part          hub files (and transformers 5 save_pretrained)   transformers 5 in memory
+    vision tower  visual.*                                          model.visual.*
+    decoder       model.*                                           model.language_model.*
+    head          lm_head.weight                                    lm_head.weight
+
+Ours: visual.* (the VisionTransformer with packed=True), language_model.model.* and
+language_model.lm_head.weight (a LlamaForCausalLM). The tower's attention is a fused qkv Linear,
+split into our q/k/v; the merger's Sequential indices 0 / 2 are our fc1 / fc2.
+
+config.json: transformers 5 writes text_config / vision_config; hub files of the transformers 4 era
+keep the decoder's fields at the top level with rope_scaling {"type": "mrope", "mrope_section": ...}.
+"""
+from minivlm.models.qwen2_vl import Qwen2VLConfig, Qwen2VLForConditionalGeneration, qwen2_vl_vision_config
+
+from ..engine import KeyMap, Rule, split_in_three
+from ..registry import Family, register
+from .llama import BODY, qwen2_config, rope_parameters
+
+BLOCK, OURS = "blocks.{i}.", "encoder.layers.{i}."
+VISION_TOWER = KeyMap(rules=[
+    Rule("patch_embed.proj.weight", "patch_embed.proj.weight"),                      # (D, C, T, p, p) Conv3d
+    Rule(BLOCK + "norm{k}.{wb}", OURS + "norm{k}.{wb}"),
+    Rule(BLOCK + "attn.qkv.{wb}", (OURS + "attn.q_proj.{wb}", OURS + "attn.k_proj.{wb}",
+                                   OURS + "attn.v_proj.{wb}"), split_in_three),    # (3D, D)
+    Rule(BLOCK + "attn.proj.{wb}", OURS + "attn.o_proj.{wb}"),
+    Rule(BLOCK + "mlp.fc{k}.{wb}", OURS + "mlp.fc{k}.{wb}"),
+    Rule("merger.ln_q.{wb}", "pooler.norm.{wb}"),
+    Rule("merger.mlp.0.{wb}", "pooler.mlp.fc1.{wb}"),
+    Rule("merger.mlp.2.{wb}", "pooler.mlp.fc2.{wb}"),
+])
+
+# HF Qwen2VLTextConfig's defaults (the 72B's sizes); hub files store their own.
+TEXT_DEFAULTS = dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
+                     num_attention_heads=64, num_key_value_heads=8, rms_norm_eps=1e-5, max_position_embeddings=32768,
+                     max_window_layers=80, bos_token_id=151643, eos_token_id=151645, rope_theta=1e6)
+VISION_DEFAULTS = dict(depth=32, embed_dim=1280, hidden_size=3584, hidden_act="quick_gelu", mlp_ratio=4, num_heads=16,
+                       in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+
+
+def text_fields(hf):
+    """The decoder's config dict, from text_config (transformers 5) or the top level (hub files)."""
+    text = dict(hf.get("text_config") or {k: v for k, v in hf.items() if k not in ("vision_config", "architectures")})
+    text = {**TEXT_DEFAULTS, **text}
+    rope = rope_parameters(text)
+    if rope["rope_type"] == "mrope":  # the hub's spelling; HF reads it as default RoPE + mrope_section
+        rope["rope_type"] = "default"
+    rope.setdefault("mrope_section", [16, 24, 24])  # HF Qwen2VLRotaryEmbedding's fallback
+    text["rope_parameters"] = rope
+    text["head_dim"] = None  # Qwen2VLAttention uses hidden_size // num_heads whatever head_dim says
+    text["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings") or text.get("tie_word_embeddings"))
+    return text
+
+
+def vision_fields(hf):
+    v = {**VISION_DEFAULTS, **(hf.get("vision_config") or {})}
+    theta = (v.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    return qwen2_vl_vision_config(
+        image_size=v["patch_size"], patch_size=v["patch_size"], num_channels=v["in_channels"],
+        hidden_size=v["embed_dim"], num_layers=v["depth"], num_heads=v["num_heads"],
+        intermediate_size=int(v["embed_dim"] * v["mlp_ratio"]), hidden_act=v["hidden_act"],
+        temporal_patch_size=v["temporal_patch_size"], spatial_merge_size=v["spatial_merge_size"],
+        merger_size=v["hidden_size"], rope_theta=theta)
+
+
+def qwen2_vl_config(hf):
+    return Qwen2VLConfig(
+        vision_config=vision_fields(hf), text_config=qwen2_config(text_fields(hf)),
+        image_token_id=hf.get("image_token_id", 151655), video_token_id=hf.get("video_token_id", 151656),
+        vision_start_token_id=hf.get("vision_start_token_id", 151652),
+        vision_end_token_id=hf.get("vision_end_token_id", 151653))
+
+
+def qwen2_vl_keymap(hf):
+    keymap = (VISION_TOWER.prefixed("visual.", "visual.") + VISION_TOWER.prefixed("model.visual.", "visual.")
+              + BODY.prefixed("model.", "language_model.model.")
+              + BODY.prefixed("model.language_model.", "language_model.model.")
+              + KeyMap([Rule("lm_head.weight", "language_model.lm_head.weight")]))
+    if qwen2_vl_config(hf).text_config.tie_word_embeddings:  # transformers 5 leaves the tied head out
+        keymap = keymap + KeyMap([], tied={"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"})
+    return keymap
+
+
+register("Qwen2VLForConditionalGeneration")(Family(
+    name="qwen2_vl",
+    build=lambda hf: Qwen2VLForConditionalGeneration(qwen2_vl_config(hf)),
+    keymap=qwen2_vl_keymap,
+))
