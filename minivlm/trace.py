@@ -66,11 +66,12 @@ def tiny_vocabulary():
     return {t: i for i, t in enumerate(tokens)}
 
 
-def write_tiny_tokenizer(folder):
-    """tokenizer.json + tokenizer_config.json, the files a Llama 2 checkpoint carries."""
+def write_tiny_tokenizer(folder, added_tokens=ADDED):
+    """tokenizer.json + tokenizer_config.json, the files a Llama 2 checkpoint carries; added_tokens
+    (special, after the vocabulary) are the model's placeholders and padding."""
     vocab = tiny_vocabulary()
     added = [{"id": len(vocab) + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(ADDED)]
+              "normalized": False, "special": True} for i, t in enumerate(added_tokens)]
     added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for t in SPECIALS] + added
     spec = {
@@ -95,7 +96,7 @@ def write_tiny_tokenizer(folder):
     folder = Path(folder)
     (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return len(vocab) + len(ADDED)
+    return len(vocab) + len(added_tokens)
 
 
 TINY_IMAGE = 64   # pixels: 8 x 8 patches of 8

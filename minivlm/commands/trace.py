@@ -33,6 +33,8 @@ def add_arguments(p):
     p.add_argument("--no-reference", action="store_true",
                    help="skip transformers (faster; the default model then gets minivlm's own seeded init)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny default model")
+    p.add_argument("--model", choices=("llava", "qwen2_vl"), default="llava",
+                   help="which tiny default to trace (a --checkpoint's config.json decides on its own)")
 
 
 def _transformers_available():
@@ -56,8 +58,13 @@ def run(args):
     dtype = getattr(torch, args.dtype)
     with_reference = not args.no_reference and _transformers_available()
     start = time.time()
+    from minivlm.trace_qwen2_vl import is_qwen2_vl
+    qwen2_vl = args.model == "qwen2_vl" or (args.checkpoint and is_qwen2_vl(args.checkpoint))
     with tempfile.TemporaryDirectory() as scratch:
-        if args.checkpoint:
+        if qwen2_vl:  # minivlm/trace_qwen2_vl.py: the same table, Qwen2-VL's stages
+            from minivlm.trace_qwen2_vl import run as run_qwen2_vl
+            stages, source, reference = run_qwen2_vl(args, with_reference, scratch)
+        elif args.checkpoint:
             folder = args.checkpoint
             ours = weights_convert.load_pretrained(folder, dtype=dtype, device=args.device)
             processor = weights_convert.load_image_processor(folder)
@@ -72,24 +79,28 @@ def run(args):
             ours, processor, tokenizer, reference = load_default(folder, args.seed, reference=with_reference)
             ours = ours.to(args.device, dtype)
             source = f"tiny LLaVA (seed {args.seed}, random weights) built from a config"
-        if reference is not None:
-            reference = reference.to(args.device, dtype)
-        stages = trace_llava(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
-        if reference is not None:
-            compare(stages, reference_llava(reference, folder, args.image, args.prompt, args.max_new_tokens))
-    print(f"LLaVA trace: {source}, {args.device} {args.dtype}\n")
+        if not qwen2_vl:
+            if reference is not None:
+                reference = reference.to(args.device, dtype)
+            stages = trace_llava(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
+            if reference is not None:
+                compare(stages, reference_llava(reference, folder, args.image, args.prompt, args.max_new_tokens))
+    name, ref_class = ("Qwen2-VL", "Qwen2VLForConditionalGeneration") if qwen2_vl else ("LLaVA", "LlavaForConditionalGeneration")
+    print(f"{name} trace: {source}, {args.device} {args.dtype}\n")
     print(format_stages(stages, reference is not None))
     code = 0
     if reference is not None:
         worst, ids_equal = worst_diff(stages)
         tol = TOLERANCE[args.dtype]
         ok = (worst is None or worst <= tol) and ids_equal
-        print(f"\nagainst transformers' LlavaForConditionalGeneration: max |diff| {worst:.1e} "
+        print(f"\nagainst transformers' {ref_class}: max |diff| {worst:.1e} "
               f"(budget {tol:g}), token ids {'equal' if ids_equal else 'DIFFER'} -> {'ok' if ok else 'FAIL'}")
         code = 0 if ok else 1
     elif not args.no_reference:
         print("\n(transformers is not installed: no reference comparison; pip install -e '.[dev]')")
-    if args.plot:
+    if args.plot and qwen2_vl:
+        print("(--plot draws LLaVA's stages; for Qwen2-VL see notebooks/09_qwen2_vl.ipynb)")
+    elif args.plot:
         plot_stages(stages, args.plot)
         print(f"figure of the stages: {args.plot}")
     print(f"({time.time() - start:.1f}s)")
