@@ -220,19 +220,23 @@ def token_view(ids, tokenizer, image_token_id, limit=60):
     return text if len(text) <= limit * 4 else text[:limit * 4] + " ..."
 
 
+def image_stages(processor, image=None):
+    """Every trace's first two stages, the file as read and the RGB image: (stages, RGB image)."""
+    source = image if image is not None else default_image()
+    raw = load_image(source)
+    name = Path(source).name if isinstance(source, (str, Path)) else type(source).__name__
+    rgb = processor.prepare(raw)
+    return [Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name),
+            Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB")], rgb
+
+
 @torch.no_grad()
 def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8):
     """Run one image + prompt through minivlm's LLaVA; returns the list of Stages."""
     cfg, tower = model.config, model.vision_tower
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    source = image if image is not None else default_image()
-    stages = []
-    raw = load_image(source)
-    name = Path(source).name if isinstance(source, (str, Path)) else type(source).__name__
-    stages.append(Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name))
-    rgb = processor.prepare(raw)
-    stages.append(Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB"))
+    stages, rgb = image_stages(processor, image)
     geo = processor.geometry(rgb)
     size = processor.size
     size = f"shortest edge {size['shortest_edge']}" if "shortest_edge" in size else f"{size['height']}x{size['width']}"

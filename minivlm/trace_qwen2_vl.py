@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .processing.image import load_image
-from .trace import DEFAULT_QUESTION, Stage, default_image, tiny_vocabulary, write_tiny_tokenizer
+from .trace import DEFAULT_QUESTION, Stage, default_image, image_stages, tiny_vocabulary, write_tiny_tokenizer
 
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
 ADDED = [VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -87,13 +87,7 @@ def trace_qwen2_vl(model, processor, tokenizer, image=None, prompt=None, max_new
     """Run one image + prompt through minivlm's Qwen2-VL; returns the list of Stages."""
     cfg, tower = model.config, model.visual
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    source = image if image is not None else default_image()
-    stages = []
-    raw = load_image(source)
-    name = Path(source).name if isinstance(source, (str, Path)) else type(source).__name__
-    stages.append(Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name))
-    rgb = processor.prepare(raw)
-    stages.append(Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB"))
+    stages, rgb = image_stages(processor, image)
     geo = processor.geometry(rgb)
     stages.append(Stage("smart_resize", geo, f"{geo.width}x{geo.height}",
                         f"sides -> multiples of {processor.factor}, {geo.width * geo.height} px in "
