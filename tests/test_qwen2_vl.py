@@ -207,3 +207,54 @@ def test_real_widths_qwen2_vl_2b():
     assert_parity(ParityCase("qwen2_vl", "real-widths-2b", build, make_inputs, ("logits", "loss"),
                              generate=dict(max_new_tokens=3),
                              generate_inputs=lambda inputs: {k: v for k, v in inputs.items() if k != "labels"}))
+
+
+def test_window_order_equals_hf():
+    """Qwen2.5-VL's windows: the merge units' order and the window lengths of HF's get_vision_window_index."""
+    from transformers.vision_utils import get_vision_window_index
+    from minivlm.vision.packed import window_order
+    grid = torch.tensor([[1, 6, 10], [3, 4, 4], [2, 14, 6]])
+    for window_px in (16, 24, 112):
+        order, lengths = window_order(grid, 2, window_px // 4 // 2)
+        ref_order, ref_cu = get_vision_window_index(grid, spatial_merge_size=2, window_size=window_px, patch_size=4)
+        torch.testing.assert_close(order, ref_order)
+        assert lengths == torch.diff(ref_cu).tolist()
+
+
+@pytest.fixture(scope="module")
+def pair_2_5(tmp_path_factory):
+    case = next(c for c in cases.CASES if c.name == "2.5-video-seconds-and-image/loss")
+    reference = build_seeded(case.build_reference)
+    inputs = case.make_inputs(reference, torch.Generator().manual_seed(0))
+    folder = tmp_path_factory.mktemp("qwen2_5_vl")
+    reference.save_pretrained(folder)
+    return reference, weights_convert.load_pretrained(folder), inputs
+
+
+def test_qwen2_5_windows_split_equals_mask_and_matter(pair_2_5):
+    reference, ours, inputs = pair_2_5
+    pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+    with torch.no_grad():
+        split = ours.visual.forward_packed(pixels, grid).pooler_output
+        ours.visual.config.packing = "mask"
+        masked = ours.visual.forward_packed(pixels, grid).pooler_output
+        ours.visual.config.packing, window = "split", ours.visual.config.window_size
+        ours.visual.config.window_size = None  # every layer full: not Qwen2.5-VL any more
+        unwindowed = ours.visual.forward_packed(pixels, grid).pooler_output
+        ours.visual.config.window_size = window
+        ref = reference.model.visual(pixels, grid_thw=grid).pooler_output
+    torch.testing.assert_close(split, masked, rtol=1e-5, atol=1e-5)
+    assert (split - ref).abs().max() <= 1e-5
+    assert (unwindowed - ref).abs().max() > 1e-3
+
+
+def test_qwen2_5_time_positions_equal_hf(pair_2_5):
+    reference, ours, inputs = pair_2_5
+    keys = ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw", "attention_mask", "second_per_grid_ts")
+    ref_pos = reference.model.get_rope_index(**{k: inputs[k] for k in keys})[0]
+    pos = ours.position_ids(inputs["input_ids"], inputs["attention_mask"], inputs["image_grid_thw"],
+                            inputs["video_grid_thw"], inputs["mm_token_type_ids"], inputs["second_per_grid_ts"])
+    torch.testing.assert_close(pos, ref_pos)
+    # row 1's video: 2 slices, 1.5 s each x tokens_per_second 2 -> time positions 3 apart
+    times = pos[0, 1][inputs["input_ids"][1] == cases.VIDEO].unique()
+    assert (times - times[0]).tolist() == [0, 3]

@@ -22,10 +22,13 @@ def token_types(input_ids, image_token_id, video_token_id):
     return types
 
 
-def vision_positions(start, grid, merge):
-    """(3, t * h/m * w/m) positions of one image/video's tokens, in the merger's output order."""
+def vision_positions(start, grid, merge, time_interval=1):
+    """(3, t * h/m * w/m) positions of one image/video's tokens, in the merger's output order.
+    time_interval (Qwen2.5-VL's videos): slice k sits at int(k * interval) in time, i.e. at its
+    timestamp in seconds x tokens_per_second, so videos sampled at other rates stay comparable."""
     t, h, w = grid
-    ti, hi, wi = torch.meshgrid(torch.arange(t), torch.arange(h // merge), torch.arange(w // merge), indexing="ij")
+    slices = (torch.arange(t) * time_interval).long()
+    ti, hi, wi = torch.meshgrid(slices, torch.arange(h // merge), torch.arange(w // merge), indexing="ij")
     return torch.stack([ti, hi, wi]).reshape(3, -1) + start
 
 
@@ -39,11 +42,15 @@ def runs(types):
     return out
 
 
-def rope_index(mm_token_type_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None, merge=2):
+def rope_index(mm_token_type_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None, merge=2,
+               tokens_per_second=None, second_per_grid_ts=None):
     """-> position_ids (3, B, L) and rope_deltas (B, 1) = largest position + 1 - real length
     (how far M-RoPE runs ahead of a plain count; HF keeps it for decoding past the prompt).
 
-    Images and videos are consumed in reading order across the batch, as the processor lists them."""
+    Images and videos are consumed in reading order across the batch, as the processor lists them.
+    tokens_per_second (Qwen2.5-VL): video slices are spaced tokens_per_second * second_per_grid_ts[v]
+    apart in time (seconds per slice, 1 when not given, as HF); None (Qwen2-VL): 1 apart."""
+    seconds = iter([] if second_per_grid_ts is None else list(second_per_grid_ts))
     batch, length = mm_token_type_ids.shape
     grids = {IMAGE: iter([] if image_grid_thw is None else image_grid_thw.tolist()),
              VIDEO: iter([] if video_grid_thw is None else video_grid_thw.tolist())}
@@ -65,7 +72,10 @@ def rope_index(mm_token_type_ids, image_grid_thw=None, video_grid_thw=None, atte
                 if grid is None:
                     raise ValueError(f"row {b} holds more {names[kind]} tokens than the {names[kind]}_grid_thw "
                                      f"given describe")
-                pieces.append(vision_positions(pos, grid, merge))
+                interval = 1
+                if kind == VIDEO and tokens_per_second is not None:
+                    interval = tokens_per_second * next(seconds, 1)
+                pieces.append(vision_positions(pos, grid, merge, interval))
                 at += pieces[-1].shape[1]
                 pos += max(grid[1], grid[2]) // merge
             if at != end:

@@ -12,6 +12,10 @@ at Any Resolution"): LLaVA's recipe with three switches and two new ideas.
 
 Names follow transformers' Qwen2VLForConditionalGeneration. Ours: visual (VisionTransformer),
 language_model (LlamaForCausalLM with the Qwen2 switches and rope_parameters["mrope_section"]).
+
+Qwen2.5-VL (Bai et al. 2025) is the same class with four switches: RMSNorm and SwiGLU in the vision
+blocks and the merger, window attention on most vision layers (VisionConfig.window_size,
+full_attention_layers), and video time positions in seconds (tokens_per_second, second_per_grid_ts).
 """
 from dataclasses import dataclass, field
 
@@ -43,6 +47,7 @@ class Qwen2VLConfig:
     video_token_id: int = 151656
     vision_start_token_id: int = 151652
     vision_end_token_id: int = 151653
+    tokens_per_second: float | None = None    # Qwen2.5-VL: video time positions in seconds x this
 
     def __post_init__(self):
         if self.text_config.rope_parameters.get("mrope_section") is None:
@@ -91,7 +96,7 @@ class Qwen2VLForConditionalGeneration(nn.Module):
         return inputs_embeds
 
     def position_ids(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
-                     mm_token_type_ids=None):
+                     mm_token_type_ids=None, second_per_grid_ts=None):
         """(3, B, L) M-RoPE positions of a prompt (text only: the plain count over real tokens, x3)."""
         if image_grid_thw is None and video_grid_thw is None:
             mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -99,12 +104,13 @@ class Qwen2VLForConditionalGeneration(nn.Module):
         if mm_token_type_ids is None:  # HF demands it; the placeholder ids say the same
             mm_token_type_ids = token_types(input_ids, self.config.image_token_id, self.config.video_token_id)
         return rope_index(mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask,
-                          self.config.vision_config.spatial_merge_size)[0]
+                          self.config.vision_config.spatial_merge_size, self.config.tokens_per_second,
+                          second_per_grid_ts)[0]
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=False, pixel_values=None, pixel_values_videos=None,
-                image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, logits_to_keep=0,
-                output_hidden_states=False):
+                image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, second_per_grid_ts=None,
+                logits_to_keep=0, output_hidden_states=False):
         """position_ids: (3, B, L), or None to compute them from the grids (HF's forward without a cache:
         get_rope_index when grids are given, else past..past+L-1 on all three axes)."""
         if (input_ids is None) == (inputs_embeds is None):
@@ -124,7 +130,7 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 if past_key_values is not None:
                     raise ValueError("continuing from a cache needs position_ids (3, B, L); generate() passes them")
                 position_ids = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw,
-                                                 mm_token_type_ids)
+                                                 mm_token_type_ids, second_per_grid_ts)
         elif pixel_values is not None or pixel_values_videos is not None:
             raise ValueError("pixels need input_ids to find their placeholder tokens")
         return self.language_model(attention_mask=attention_mask, position_ids=position_ids,
@@ -133,12 +139,13 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                                    output_hidden_states=output_hidden_states)
 
     def generate(self, input_ids, attention_mask=None, pixel_values=None, pixel_values_videos=None,
-                 image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, **kwargs):
+                 image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, second_per_grid_ts=None,
+                 **kwargs):
         """Prefill on image/video + text with the prompt's M-RoPE positions, then cached decoding:
         each new token's three positions are the previous token's + 1 (HF's generate). Greedy by default."""
         special_token_defaults(self, self.config.text_config, kwargs)
         kwargs["position_ids"] = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw,
-                                                   mm_token_type_ids)
+                                                   mm_token_type_ids, second_per_grid_ts)
         for name, value in (("pixel_values", pixel_values), ("pixel_values_videos", pixel_values_videos),
                             ("image_grid_thw", image_grid_thw), ("video_grid_thw", video_grid_thw)):
             if value is not None:

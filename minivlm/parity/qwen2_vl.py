@@ -2,7 +2,8 @@
 native resolution and M-RoPE — odd grids (several sizes in one batch), two images in a prompt, a
 video (one whose frames outnumber its merged rows and columns, where the text restarts below the
 video's largest temporal position), image + video in one prompt, rows without any vision input,
-left padding everywhere.
+left padding everywhere; and Qwen2.5-VL's (windows cut unevenly at odd grids, video time positions
+from second_per_grid_ts or its default).
 
 Prompts are built as the processor writes them: <|vision_start|>, one <|image_pad|> (or
 <|video_pad|>) per merged token, <|vision_end|>, with mm_token_type_ids; pixels are random patches
@@ -36,13 +37,29 @@ CONFIGS = {
 }
 
 
-def build_reference(text=(), vision=()):
+# Qwen2.5-VL: RMSNorm + SwiGLU blocks, windows of 16 px = 2 x 2 merged tokens (uneven at the grid's
+# edges) on every layer but the listed full-attention ones, video time in seconds x tokens_per_second.
+VISION_2_5 = dict(depth=3, hidden_size=32, out_hidden_size=48, intermediate_size=40, num_heads=4, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=16, fullatt_block_indexes=[1],
+                  tokens_per_second=2)
+CONFIGS_2_5 = {
+    "2.5-windows-odd-grids": (dict(), dict(), [[("image", (1, 6, 10))], [("image", (1, 4, 2)), ("image", (1, 10, 6))]],
+                              None),
+    "2.5-video-seconds-and-image": (dict(num_key_value_heads=1), dict(fullatt_block_indexes=[0, 2]),
+                                   [[("video", (3, 4, 6)), ("image", (1, 2, 4))], [("video", (2, 6, 2))]], [0.5, 1.5]),
+    "2.5-video-default-seconds-tied": (dict(tie_word_embeddings=True), dict(window_size=8),
+                                       [[("video", (2, 4, 4))]], None),
+}
+
+
+def build_reference(text=(), vision=(), version="2"):
     import transformers
-    cfg = transformers.Qwen2VLConfig(vision_config={**VISION, **dict(vision)}, text_config={**TEXT, **dict(text)},
-                                     image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=START,
-                                     vision_end_token_id=END, tie_word_embeddings=dict(text).get("tie_word_embeddings",
-                                                                                                 False))
-    return transformers.Qwen2VLForConditionalGeneration(cfg)
+    prefix, base = ("Qwen2VL", VISION) if version == "2" else ("Qwen2_5_VL", VISION_2_5)
+    cfg = getattr(transformers, f"{prefix}Config")(
+        vision_config={**base, **dict(vision)}, text_config={**TEXT, **dict(text)}, image_token_id=IMAGE,
+        video_token_id=VIDEO, vision_start_token_id=START, vision_end_token_id=END,
+        tie_word_embeddings=dict(text).get("tie_word_embeddings", False))
+    return getattr(transformers, f"{prefix}ForConditionalGeneration")(cfg)
 
 
 def vision_batch(config, generator, rows, text_lengths=(5, 3, 7)):
@@ -80,11 +97,13 @@ def vision_batch(config, generator, rows, text_lengths=(5, 3, 7)):
     return inputs
 
 
-def _cases(name, text, vision, rows):
-    build = lambda: build_reference(text, vision)  # noqa: E731
+def _cases(name, text, vision, rows, version="2", seconds=None):
+    build = lambda: build_reference(text, vision, version)  # noqa: E731
 
     def make_inputs(reference, generator, with_labels):
         inputs = vision_batch(reference.config, generator, rows)
+        if seconds is not None:
+            inputs["second_per_grid_ts"] = torch.tensor(seconds)
         if with_labels:
             inputs["labels"] = labels_for(inputs, IMAGE)
         return inputs
@@ -98,3 +117,5 @@ def _cases(name, text, vision, rows):
 CASES = []
 for _name, (_t, _v, _rows) in CONFIGS.items():
     CASES += _cases(_name, _t, _v, _rows)
+for _name, (_t, _v, _rows, _seconds) in CONFIGS_2_5.items():
+    CASES += _cases(_name, _t, _v, _rows, "2.5", _seconds)

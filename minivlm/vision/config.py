@@ -44,6 +44,12 @@ class VisionConfig:
     spatial_merge_size: int = 1       # the PatchMerger fuses m x m neighbours (pooler="patch_merger")
     merger_size: int | None = None    # the PatchMerger's output width (the LM's hidden size)
     packing: str = "split"            # "split": attention per image (fast) | "mask": one block-diagonal mask
+    # Qwen2.5-VL switches: RMSNorm + SwiGLU blocks, and attention inside windows of window_size pixels
+    # except on the full_attention_layers (vision/packed.py window_order)
+    norm: str = "layer"               # "layer" | "rms", in the blocks and the PatchMerger
+    gated_mlp: bool = False
+    window_size: int | None = None
+    full_attention_layers: tuple = ()
 
     def __post_init__(self):
         if self.final_norm not in ("sequence", "pooled", "both", "none"):

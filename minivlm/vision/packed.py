@@ -13,9 +13,11 @@ the grid (row-major), the m*m patches of the block (row-major). So the m*m patch
 fuses are consecutive, and positions must be produced in the same order (`patch_positions`).
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..blocks.mlp import MLP
+from ..blocks.transformer import make_norm
 
 
 class PatchEmbedding3D(nn.Module):
@@ -83,14 +85,36 @@ def block_diagonal_mask(lengths, device=None):
     return (segment[:, None] == segment[None, :])[None, None]
 
 
+def window_order(grid_thw, merge, window):
+    """Qwen2.5-VL's windows: each temporal slice's grid of merge units (h/m x w/m) is cut into
+    window x window tiles (the last row/column of tiles may be smaller). Returns the merge units in
+    window-by-window order, (N / m^2,) indices into the reading order, and the windows' lengths in
+    patches (HF's get_vision_window_index; empty windows dropped)."""
+    order, lengths, offset = [], [], 0
+    for t, h, w in grid_thw.tolist():
+        hm, wm = h // merge, w // merge
+        index = torch.arange(t * hm * wm).reshape(t, hm, wm) + offset
+        pad_h, pad_w = -hm % window, -wm % window
+        tiles = F.pad(index, (0, pad_w, 0, pad_h), value=-1)  # -1: outside the grid
+        tiles = tiles.reshape(t, (hm + pad_h) // window, window, (wm + pad_w) // window, window)
+        tiles = tiles.permute(0, 1, 3, 2, 4).reshape(-1, window * window)  # (windows, units)
+        for tile in tiles:
+            inside = tile[tile >= 0]
+            if len(inside):
+                order.append(inside)
+                lengths.append(len(inside) * merge * merge)
+        offset += t * hm * wm
+    return torch.cat(order).to(grid_thw.device), lengths
+
+
 class PatchMerger(nn.Module):
     """LayerNorm, then each m x m block of neighbouring patches (consecutive in the sequence) is
     concatenated into one (m*m*D,) vector and an MLP maps it to the LM's width (HF's PatchMerger)."""
 
-    def __init__(self, dim, out_dim, merge, eps=1e-6):
+    def __init__(self, dim, out_dim, merge, eps=1e-6, norm="layer"):
         super().__init__()
         self.group = merge * merge
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.norm = make_norm(norm, dim, eps)  # Qwen2.5-VL: RMSNorm
         self.mlp = MLP(dim * self.group, dim * self.group, act="gelu", out_dim=out_dim)
 
     def forward(self, x):  # (N, D) -> (N / m^2, out_dim)

@@ -23,7 +23,7 @@ from ..blocks.transformer import Encoder
 from ..outputs import ModelOutput
 from .config import VisionConfig
 from .packed import (PatchEmbedding3D, PatchMerger, attention_segments, block_diagonal_mask, check_grid,
-                     patch_positions)
+                     patch_positions, window_order)
 
 
 class PatchEmbedding(nn.Module):
@@ -58,7 +58,7 @@ class VisionTransformer(nn.Module):
         self.pre_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.pre_norm else None
         self.encoder = Encoder(cfg.num_layers, dim=D, num_heads=cfg.num_heads, mlp_dim=cfg.intermediate_size,
                                act=cfg.hidden_act, eps=cfg.layer_norm_eps, qkv_bias=cfg.qkv_bias,
-                               dropout=cfg.attention_dropout)
+                               dropout=cfg.attention_dropout, norm=cfg.norm, gated_mlp=cfg.gated_mlp)
         self.final_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.final_norm != "none" else None
         if cfg.pooler == "dense_tanh":
             self.pooler = nn.Linear(D, cfg.pooler_output_size or D)
@@ -67,7 +67,8 @@ class VisionTransformer(nn.Module):
             from .pooling import AttentionPoolingHead  # SigLIP's MAP head
             self.pooler = AttentionPoolingHead(cfg)
         elif cfg.pooler == "patch_merger":
-            self.pooler = PatchMerger(D, cfg.merger_size or D, cfg.spatial_merge_size, eps=cfg.layer_norm_eps)
+            self.pooler = PatchMerger(D, cfg.merger_size or D, cfg.spatial_merge_size, eps=cfg.layer_norm_eps,
+                                      norm=cfg.norm)
         else:
             self.pooler = None
 
@@ -136,31 +137,48 @@ class VisionTransformer(nn.Module):
 
     def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False):
         """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
-        last_hidden_state (N, D), pooler_output (N / m^2, merger_size) — the merged LM tokens."""
+        last_hidden_state (N, D), pooler_output (N / m^2, merger_size) — the merged LM tokens.
+
+        Attention stays inside segments: each temporal slice of each image (Qwen2-VL), or, on the
+        windowed layers of Qwen2.5-VL, each window — the patches are then first reordered window
+        by window (whole m x m merge units), and the merged tokens put back in reading order."""
         cfg = self.config
-        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, cfg.spatial_merge_size)
+        m = cfg.spatial_merge_size
+        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m)
         x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
-        rows, cols = patch_positions(grid_thw, cfg.spatial_merge_size)
+        rows, cols = patch_positions(grid_thw, m)
         cos, sin = vision_rope_2d(rows, cols, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)  # (N, Dh)
         cos, sin = cos[None].to(x.dtype), sin[None].to(x.dtype)
-        lengths = attention_segments(grid_thw)
-        if cfg.packing == "mask":  # readable: one sequence, a block-diagonal mask keeps images apart
-            mask = block_diagonal_mask(lengths, x.device) if len(lengths) > 1 else None
-            x, hidden_states = self.encoder(x, mask=mask, output_hidden_states=output_hidden_states, rope=(cos, sin))
-        else:  # fast: each segment on its own, no mask (every other op is per token anyway)
-            runs = [self.encoder(x[:, a:b], output_hidden_states=output_hidden_states,
-                                 rope=(cos[:, a:b], sin[:, a:b]))
-                    for a, b in zip(_starts(lengths), _starts(lengths)[1:])]
-            x = torch.cat([last for last, _ in runs], dim=1)
-            hidden_states = (tuple(torch.cat(layer, dim=1) for layer in zip(*(h for _, h in runs)))
-                             if output_hidden_states else None)
+        full = attention_segments(grid_thw)
+        segments = [full] * cfg.num_layers
+        if cfg.window_size:  # Qwen2.5-VL
+            order, windows = window_order(grid_thw, m, cfg.window_size // cfg.patch_size // m)
+            patches = (order[:, None] * m * m + torch.arange(m * m)).flatten()  # merge units -> patches
+            x, cos, sin = x[:, patches], cos[:, patches], sin[:, patches]
+            segments = [full if i in cfg.full_attention_layers else windows for i in range(cfg.num_layers)]
+        hidden_states = [x] if output_hidden_states else None
+        for layer, lengths in zip(self.encoder.layers, segments):
+            x = self.attend(layer, x, lengths, cos, sin)
+            if output_hidden_states:
+                hidden_states.append(x)
         x = x[0]  # (N, D)
         out = ModelOutput(last_hidden_state=x)
         if self.pooler is not None:
-            out.pooler_output = self.pooler(x)  # (N / m^2, merger_size)
+            merged = self.pooler(x)  # (N / m^2, merger_size)
+            out.pooler_output = merged[torch.argsort(order)] if cfg.window_size else merged
         if output_hidden_states:
-            out.hidden_states = hidden_states
+            out.hidden_states = tuple(hidden_states)
         return out
+
+    def attend(self, layer, x, lengths, cos, sin):
+        """One encoder layer over a packed (1, N, D) sequence whose segments must not see each other."""
+        if self.config.packing == "mask" or len(lengths) == 1:  # readable: one block-diagonal mask
+            mask = block_diagonal_mask(lengths, x.device) if len(lengths) > 1 else None
+            return layer(x, mask=mask, rope=(cos, sin))
+        # fast: each segment on its own, no mask (every other op is per token anyway)
+        bounds = _starts(lengths)
+        return torch.cat([layer(x[:, a:b], rope=(cos[:, a:b], sin[:, a:b])) for a, b in zip(bounds, bounds[1:])],
+                         dim=1)
 
 
 def _starts(lengths):

@@ -1,4 +1,5 @@
-"""Qwen2VLForConditionalGeneration checkpoints (Qwen/Qwen2-VL-*), as stored on disk.
+"""Qwen2VLForConditionalGeneration and Qwen2_5_VLForConditionalGeneration checkpoints
+(Qwen/Qwen2-VL-*, Qwen/Qwen2.5-VL-*), as stored on disk.
 
     part          hub files (and transformers 5 save_pretrained)   transformers 5 in memory
     vision tower  visual.*                                          model.visual.*
@@ -26,6 +27,7 @@ VISION_TOWER = KeyMap(rules=[
                                    OURS + "attn.v_proj.{wb}"), split_in_three),    # (3D, D)
     Rule(BLOCK + "attn.proj.{wb}", OURS + "attn.o_proj.{wb}"),
     Rule(BLOCK + "mlp.fc{k}.{wb}", OURS + "mlp.fc{k}.{wb}"),
+    Rule(BLOCK + "mlp.{p}_proj.{wb}", OURS + "mlp.{p}_proj.{wb}"),              # Qwen2.5-VL: gate, up, down
     Rule("merger.ln_q.{wb}", "pooler.norm.{wb}"),
     Rule("merger.mlp.0.{wb}", "pooler.mlp.fc1.{wb}"),
     Rule("merger.mlp.2.{wb}", "pooler.mlp.fc2.{wb}"),
@@ -64,9 +66,34 @@ def vision_fields(hf):
         merger_size=v["hidden_size"], rope_theta=theta)
 
 
+# HF Qwen2_5_VLVisionConfig's defaults: hidden_size is the tower's width there, out_hidden_size the LM's.
+VISION_2_5_DEFAULTS = dict(depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16,
+                           in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                           tokens_per_second=4, window_size=112, out_hidden_size=3584,
+                           fullatt_block_indexes=[7, 15, 23, 31])
+
+
+def vision_fields_2_5(hf):
+    """Qwen2.5-VL's tower: Qwen2-VL's with RMSNorm, SwiGLU and windows (the switches of VisionConfig)."""
+    v = {**VISION_2_5_DEFAULTS, **(hf.get("vision_config") or {})}
+    theta = (v.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    return qwen2_vl_vision_config(
+        image_size=v["patch_size"], patch_size=v["patch_size"], num_channels=v["in_channels"],
+        hidden_size=v["hidden_size"], num_layers=v["depth"], num_heads=v["num_heads"],
+        intermediate_size=v["intermediate_size"], hidden_act=v["hidden_act"],
+        temporal_patch_size=v["temporal_patch_size"], spatial_merge_size=v["spatial_merge_size"],
+        merger_size=v["out_hidden_size"], rope_theta=theta, norm="rms", gated_mlp=True,
+        window_size=v["window_size"], full_attention_layers=tuple(v["fullatt_block_indexes"]))
+
+
 def qwen2_vl_config(hf):
+    if hf.get("model_type") == "qwen2_5_vl" or "Qwen2_5_VLForConditionalGeneration" in (hf.get("architectures") or []):
+        v = {**VISION_2_5_DEFAULTS, **(hf.get("vision_config") or {})}
+        vision, tokens_per_second = vision_fields_2_5(hf), v["tokens_per_second"]
+    else:
+        vision, tokens_per_second = vision_fields(hf), None
     return Qwen2VLConfig(
-        vision_config=vision_fields(hf), text_config=qwen2_config(text_fields(hf)),
+        vision_config=vision, text_config=qwen2_config(text_fields(hf)), tokens_per_second=tokens_per_second,
         image_token_id=hf.get("image_token_id", 151655), video_token_id=hf.get("video_token_id", 151656),
         vision_start_token_id=hf.get("vision_start_token_id", 151652),
         vision_end_token_id=hf.get("vision_end_token_id", 151653))
@@ -82,7 +109,7 @@ def qwen2_vl_keymap(hf):
     return keymap
 
 
-register("Qwen2VLForConditionalGeneration")(Family(
+register("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")(Family(
     name="qwen2_vl",
     build=lambda hf: Qwen2VLForConditionalGeneration(qwen2_vl_config(hf)),
     keymap=qwen2_vl_keymap,
