@@ -186,8 +186,9 @@ def run(args, with_reference, scratch):
         processor, tokenizer = weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder)
         reference = None
         if with_reference:
-            from transformers import Qwen2VLForConditionalGeneration
-            reference = Qwen2VLForConditionalGeneration.from_pretrained(folder, dtype=dtype).eval()
+            import transformers
+            arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
+            reference = getattr(transformers, arch).from_pretrained(folder, dtype=dtype).eval()
         source = f"checkpoint {folder}"
     else:
         if not with_reference:
@@ -206,10 +207,10 @@ def run(args, with_reference, scratch):
 
 
 def is_qwen2_vl(folder):
-    """Whether a checkpoint folder's config.json names Qwen2VLForConditionalGeneration."""
+    """Whether a checkpoint folder's config.json names Qwen2-VL or Qwen2.5-VL."""
     path = Path(folder) / "config.json"
     if not path.is_file():
         return False
     archs = json.loads(path.read_text()).get("architectures") or []
-    return bool(archs) and archs[0] == "Qwen2VLForConditionalGeneration"
+    return bool(archs) and archs[0] in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 

@@ -85,7 +85,8 @@ def run(args):
             stages = trace_llava(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
             if reference is not None:
                 compare(stages, reference_llava(reference, folder, args.image, args.prompt, args.max_new_tokens))
-    name, ref_class = ("Qwen2-VL", "Qwen2VLForConditionalGeneration") if qwen2_vl else ("LLaVA", "LlavaForConditionalGeneration")
+    name = "Qwen2-VL" if qwen2_vl else "LLaVA"
+    ref_class = type(reference).__name__ if reference is not None else ""
     print(f"{name} trace: {source}, {args.device} {args.dtype}\n")
     print(format_stages(stages, reference is not None))
     code = 0
