@@ -167,6 +167,9 @@ def test_bad_inputs_name_both_numbers(pair):
     short["input_ids"][0, -1] = cases.IMAGE
     with pytest.raises(ValueError, match=r"hold 1 image token\(s\) .* give 7 feature\(s\)"):
         ours(**short)
+    bad_video = dict(inputs, video_grid_thw=torch.tensor([[2, 2, 4], [1, 2, 4]]))  # 24 patches, 20 given
+    with pytest.raises(ValueError, match=r"describe 24 patches but pixel_values_videos holds 20"):
+        ours(**bad_video)
     with pytest.raises(ValueError, match=r"multiples of spatial_merge_size=2"):
         ours.visual.forward_packed(torch.zeros(3, 96), torch.tensor([[1, 1, 3]]))
     with pytest.raises(ValueError, match=r"\(patches, 96\)"):

@@ -91,7 +91,8 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 continue
             if grid is None:
                 raise ValueError(f"{what} pixels need {what}_grid_thw (t, h, w per {what}) to be read")
-            features = self.visual.forward_packed(pixels, grid).pooler_output  # (N / m^2, D_t)
+            name = "pixel_values" if what == "image" else "pixel_values_videos"
+            features = self.visual.forward_packed(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
             inputs_embeds = write_features(inputs_embeds, input_ids, features, token, what)
         return inputs_embeds
 

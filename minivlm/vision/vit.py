@@ -135,7 +135,7 @@ class VisionTransformer(nn.Module):
             out.hidden_states = hidden_states
         return out
 
-    def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False):
+    def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False, what="pixel_values"):
         """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
         last_hidden_state (N, D), pooler_output (N / m^2, merger_size) — the merged LM tokens.
 
@@ -144,7 +144,7 @@ class VisionTransformer(nn.Module):
         by window (whole m x m merge units), and the merged tokens put back in reading order."""
         cfg = self.config
         m = cfg.spatial_merge_size
-        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m)
+        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m, what)  # what: the input's name in errors
         x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
         rows, cols = patch_positions(grid_thw, m)
         cos, sin = vision_rope_2d(rows, cols, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)  # (N, Dh)
