@@ -22,15 +22,20 @@ from minivlm.vision.packed import PatchEmbedding3D, block_diagonal_mask, patch_p
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """The image + video case's HF reference, ours loaded from its save, and its inputs."""
-    case = next(c for c in cases.CASES if c.name == "image-and-video-mqa/loss")
+def converted_case(name, tmp_path_factory):
+    """A parity case's HF reference, ours loaded from its save, its inputs and the folder."""
+    case = next(c for c in cases.CASES if c.name == name)
     reference = build_seeded(case.build_reference)
     inputs = case.make_inputs(reference, torch.Generator().manual_seed(0))
     folder = tmp_path_factory.mktemp("qwen2_vl")
     reference.save_pretrained(folder)
     return reference, weights_convert.load_pretrained(folder), inputs, folder
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """The image + video case."""
+    return converted_case("image-and-video-mqa/loss", tmp_path_factory)
 
 
 def test_conv3d_patch_embedding_is_one_linear():
@@ -226,12 +231,8 @@ def test_window_order_equals_hf():
 
 @pytest.fixture(scope="module")
 def pair_2_5(tmp_path_factory):
-    case = next(c for c in cases.CASES if c.name == "2.5-video-seconds-and-image/loss")
-    reference = build_seeded(case.build_reference)
-    inputs = case.make_inputs(reference, torch.Generator().manual_seed(0))
-    folder = tmp_path_factory.mktemp("qwen2_5_vl")
-    reference.save_pretrained(folder)
-    return reference, weights_convert.load_pretrained(folder), inputs
+    """Qwen2.5-VL's video (seconds given) + image case."""
+    return converted_case("2.5-video-seconds-and-image/loss", tmp_path_factory)[:3]
 
 
 def test_qwen2_5_windows_split_equals_mask_and_matter(pair_2_5):

@@ -55,17 +55,6 @@ def text_fields(hf):
     return text
 
 
-def vision_fields(hf):
-    v = {**VISION_DEFAULTS, **(hf.get("vision_config") or {})}
-    theta = (v.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    return qwen2_vl_vision_config(
-        image_size=v["patch_size"], patch_size=v["patch_size"], num_channels=v["in_channels"],
-        hidden_size=v["embed_dim"], num_layers=v["depth"], num_heads=v["num_heads"],
-        intermediate_size=int(v["embed_dim"] * v["mlp_ratio"]), hidden_act=v["hidden_act"],
-        temporal_patch_size=v["temporal_patch_size"], spatial_merge_size=v["spatial_merge_size"],
-        merger_size=v["hidden_size"], rope_theta=theta)
-
-
 # HF Qwen2_5_VLVisionConfig's defaults: hidden_size is the tower's width there, out_hidden_size the LM's.
 VISION_2_5_DEFAULTS = dict(depth=32, hidden_size=3584, hidden_act="silu", intermediate_size=3420, num_heads=16,
                            in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
@@ -73,23 +62,28 @@ VISION_2_5_DEFAULTS = dict(depth=32, hidden_size=3584, hidden_act="silu", interm
                            fullatt_block_indexes=[7, 15, 23, 31])
 
 
-def vision_fields_2_5(hf):
-    """Qwen2.5-VL's tower: Qwen2-VL's with RMSNorm, SwiGLU and windows (the switches of VisionConfig)."""
-    v = {**VISION_2_5_DEFAULTS, **(hf.get("vision_config") or {})}
-    theta = (v.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+def vision_fields(hf, version="2"):
+    """The tower's VisionConfig. Qwen2-VL names the width embed_dim (hidden_size is the merger's output)
+    and gives an mlp_ratio; Qwen2.5-VL names it hidden_size (out_hidden_size the merger's output), gives
+    intermediate_size, and adds RMSNorm, SwiGLU and windows (the switches of VisionConfig)."""
+    v = {**(VISION_DEFAULTS if version == "2" else VISION_2_5_DEFAULTS), **(hf.get("vision_config") or {})}
+    if version == "2":
+        width, out, mlp, switches = v["embed_dim"], v["hidden_size"], int(v["embed_dim"] * v["mlp_ratio"]), {}
+    else:
+        width, out, mlp = v["hidden_size"], v["out_hidden_size"], v["intermediate_size"]
+        switches = dict(norm="rms", gated_mlp=True, window_size=v["window_size"],
+                        full_attention_layers=tuple(v["fullatt_block_indexes"]))
     return qwen2_vl_vision_config(
-        image_size=v["patch_size"], patch_size=v["patch_size"], num_channels=v["in_channels"],
-        hidden_size=v["hidden_size"], num_layers=v["depth"], num_heads=v["num_heads"],
-        intermediate_size=v["intermediate_size"], hidden_act=v["hidden_act"],
-        temporal_patch_size=v["temporal_patch_size"], spatial_merge_size=v["spatial_merge_size"],
-        merger_size=v["out_hidden_size"], rope_theta=theta, norm="rms", gated_mlp=True,
-        window_size=v["window_size"], full_attention_layers=tuple(v["fullatt_block_indexes"]))
+        image_size=v["patch_size"], patch_size=v["patch_size"], num_channels=v["in_channels"], hidden_size=width,
+        num_layers=v["depth"], num_heads=v["num_heads"], intermediate_size=mlp, hidden_act=v["hidden_act"],
+        temporal_patch_size=v["temporal_patch_size"], spatial_merge_size=v["spatial_merge_size"], merger_size=out,
+        rope_theta=(v.get("rope_parameters") or {}).get("rope_theta", 10000.0), **switches)
 
 
 def qwen2_vl_config(hf):
     if hf.get("model_type") == "qwen2_5_vl" or "Qwen2_5_VLForConditionalGeneration" in (hf.get("architectures") or []):
         v = {**VISION_2_5_DEFAULTS, **(hf.get("vision_config") or {})}
-        vision, tokens_per_second = vision_fields_2_5(hf), v["tokens_per_second"]
+        vision, tokens_per_second = vision_fields(hf, "2.5"), v["tokens_per_second"]
     else:
         vision, tokens_per_second = vision_fields(hf), None
     return Qwen2VLConfig(
