@@ -121,7 +121,11 @@ def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, 
         pad_token_id = int(eos[0]) if pad_token_id is None else pad_token_id
 
     tokens = input_ids if input_ids is not None else torch.empty(batch, 0, dtype=torch.long, device=device)
-    position_ids = prompt_positions(attention_mask)  # (B, L)
+    # (B, L) counted over real tokens; a model with its own prompt positions (Qwen2-VL's M-RoPE,
+    # (3, B, L)) passes position_ids, and each new token then takes the last position + 1.
+    position_ids = model_kwargs.pop("position_ids", None)
+    if position_ids is None:
+        position_ids = prompt_positions(attention_mask)  # (B, L)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     step_inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
     step_inputs.update(model_kwargs)
@@ -140,11 +144,11 @@ def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, 
                 break
         # The new token is a real token at the next position of its row.
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
-        next_position = position_ids[:, -1:] + 1  # (B, 1)
+        next_position = position_ids[..., -1:] + 1  # (B, 1) or (3, B, 1)
         if use_cache:
             cache = out.past_key_values
             step_inputs, position_ids = {"input_ids": new[:, None]}, next_position
         else:
-            position_ids = torch.cat([position_ids, next_position], dim=1)
+            position_ids = torch.cat([position_ids, next_position], dim=-1)
             step_inputs = {"input_ids": tokens, **model_kwargs}
     return tokens

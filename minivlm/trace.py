@@ -105,11 +105,12 @@ def tiny_vocabulary():
     return {t: i for i, t in enumerate(tokens)}
 
 
-def write_tiny_tokenizer(folder):
-    """tokenizer.json + tokenizer_config.json, the files a Llama 2 checkpoint carries."""
+def write_tiny_tokenizer(folder, added_tokens=ADDED):
+    """tokenizer.json + tokenizer_config.json, the files a Llama 2 checkpoint carries; added_tokens
+    (special, after the vocabulary) are the model's placeholders and padding."""
     vocab = tiny_vocabulary()
     added = [{"id": len(vocab) + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": True} for i, t in enumerate(ADDED)]
+              "normalized": False, "special": True} for i, t in enumerate(added_tokens)]
     added = [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for t in SPECIALS] + added
     spec = {
@@ -134,7 +135,7 @@ def write_tiny_tokenizer(folder):
     folder = Path(folder)
     (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return len(vocab) + len(ADDED)
+    return len(vocab) + len(added_tokens)
 
 
 TINY_IMAGE = 64   # pixels: 8 x 8 patches of 8
@@ -258,6 +259,17 @@ def token_view(ids, tokenizer, image_token_id, limit=60):
     return text if len(text) <= limit * 4 else text[:limit * 4] + " ..."
 
 
+def image_stages(processor, image=None, image_name=None):
+    """Every trace's first two stages, the file as read and the RGB image: (stages, RGB image).
+    `image_name` names an in-memory image in the table (a file is named by its file name)."""
+    source = image if image is not None else default_image()
+    raw = load_image(source)
+    name = image_name or (Path(source).name if isinstance(source, (str, Path)) else type(source).__name__)
+    rgb = processor.prepare(raw)
+    return [Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name),
+            Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB")], rgb
+
+
 @torch.no_grad()
 def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8, image_name=None):
     """Run one image + prompt through minivlm's LLaVA; returns the list of Stages. `image_name` names
@@ -265,13 +277,7 @@ def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_to
     cfg, tower = model.config, model.vision_tower
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    source = image if image is not None else default_image()
-    stages = []
-    raw = load_image(source)
-    name = image_name or (Path(source).name if isinstance(source, (str, Path)) else type(source).__name__)
-    stages.append(Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", name))
-    rgb = processor.prepare(raw)
-    stages.append(Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB"))
+    stages, rgb = image_stages(processor, image, image_name)
     geo = processor.geometry(rgb)
     size = processor.size
     size = f"shortest edge {size['shortest_edge']}" if "shortest_edge" in size else f"{size['height']}x{size['width']}"

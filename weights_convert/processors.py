@@ -10,13 +10,15 @@ from pathlib import Path
 from minivlm.processing.llava_next import llava_next_processor_from_config
 from minivlm.processing.llava_onevision import onevision_processor_from_config
 from minivlm.processing.processors import DEFAULTS, processor_from_config
+from minivlm.processing.qwen2_vl import qwen2_vl_processor_from_config
 
 from .errors import CheckpointError, MissingConfigError
 
 # Every type minivlm reads; each maps to a set of HF class defaults in minivlm.processing.processors.
 # Types with a processor class of their own: type -> (config dict -> processor).
 SPECIAL = {"LlavaNextImageProcessor": llava_next_processor_from_config,
-           "LlavaOnevisionImageProcessor": onevision_processor_from_config}
+           "LlavaOnevisionImageProcessor": onevision_processor_from_config,
+           "Qwen2VLImageProcessor": qwen2_vl_processor_from_config}
 PROCESSORS = sorted(list(DEFAULTS) + list(SPECIAL))
 
 

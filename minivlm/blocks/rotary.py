@@ -9,6 +9,13 @@ How the frequencies are made is a small function per `rope_type` (HF's names, re
 growth past the trained length) and "llama3" (Llama 3.1's band-wise slow-down of low frequencies).
 `rope_inv_freq` picks one. None of these types rescales cos/sin (HF's attention_scaling is 1.0 for
 all of them), so there is no such factor here; yarn / longrope are not supported.
+
+Two more layouts of the same rotation (Qwen2-VL, Wang et al. 2024):
+* `vision_rope_2d`: a ViT patch at (row, col) rotates the first half of each head's channel pairs
+  by its row and the second half by its column (axial 2-D RoPE, one frequency table for both);
+* M-RoPE (`mrope_section` in rope_parameters): a decoder token has three positions (time, height,
+  width); the Dh/2 frequencies are cut into three sections, section k turning with position k.
+  Text tokens carry three equal positions, so M-RoPE on text is plain 1-D RoPE.
 """
 import math
 
@@ -93,6 +100,32 @@ def apply_rotary(q, k, cos, sin):
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
+def vision_rope_2d(rows, cols, head_dim, theta=10000.0):
+    """Axial 2-D RoPE for ViT patches (Qwen2-VL's vision tower): rows, cols (N,) -> cos, sin (N, Dh).
+
+    The frequencies are those of a head of Dh/2 channels; the Dh/2 angles are [row * f, col * f],
+    repeated for the two rotate-half halves like the 1-D case."""
+    inv_freq = default_inv_freq(head_dim // 2, theta).to(rows.device)  # (Dh/4,)
+    angles = torch.cat([rows[:, None].float() * inv_freq, cols[:, None].float() * inv_freq], dim=-1)  # (N, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (N, Dh)
+    return angles.cos(), angles.sin()
+
+
+def mrope_cos_sin(position_ids, inv_freq, mrope_section, dtype=torch.float32):
+    """M-RoPE: (3, B, L) positions (time, height, width) -> cos, sin (B, L, Dh).
+
+    Frequency i < Dh/2 belongs to section k (mrope_section = sizes, summing to Dh/2) and turns with
+    position axis k % 3 — HF's Qwen2VLRotaryEmbedding.recomposition_frequencies."""
+    if sum(mrope_section) != inv_freq.shape[0]:
+        raise ValueError(f"mrope_section {list(mrope_section)} sums to {sum(mrope_section)}, "
+                         f"the head has {inv_freq.shape[0]} frequencies (head_dim / 2)")
+    angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)  # (3, B, L, Dh/2)
+    sections = angles.split(list(mrope_section), dim=-1)
+    angles = torch.cat([part[k % 3] for k, part in enumerate(sections)], dim=-1)  # (B, L, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, L, Dh)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
 class RotaryEmbedding:
     """cos/sin for a decoder's positions, from HF's rope_parameters.
 
@@ -106,9 +139,17 @@ class RotaryEmbedding:
         self.max_position_embeddings = max_position_embeddings
         self.dynamic = self.rope_parameters.get("rope_type", self.rope_parameters.get("type")) == "dynamic"
         self.inv_freq = rope_inv_freq(self.rope_parameters, head_dim, max_position_embeddings)  # (Dh/2,)
+        self.mrope_section = self.rope_parameters.get("mrope_section")  # Qwen2-VL's switch, else None
 
-    def __call__(self, position_ids, dtype=torch.float32):  # (B, L) -> cos, sin (B, L, Dh)
+    def __call__(self, position_ids, dtype=torch.float32):  # (B, L) or M-RoPE's (3, B, L) -> cos, sin (B, L, Dh)
         inv_freq = self.inv_freq
+        if self.mrope_section is not None:
+            if position_ids.dim() == 2:  # text only: the three axes share one position
+                position_ids = position_ids.expand(3, *position_ids.shape)
+            return mrope_cos_sin(position_ids, inv_freq, self.mrope_section, dtype)
+        if position_ids.dim() != 2:
+            raise ValueError(f"position_ids of shape {tuple(position_ids.shape)} need M-RoPE (rope_parameters "
+                             f"with mrope_section); this decoder takes (batch, seq_len)")
         if self.dynamic:  # the base depends on how far the positions reach
             seq_len = int(position_ids.max()) + 1
             inv_freq = rope_inv_freq(self.rope_parameters, self.head_dim, self.max_position_embeddings, seq_len)

@@ -9,19 +9,29 @@ towers add a final norm after the stack. BERT/BLIP text uses post-norm and has i
 from torch import nn
 
 from .attention import Attention
-from .mlp import MLP
+from .mlp import MLP, SwiGLU
+from .norms import RMSNorm
+
+
+def make_norm(kind, dim, eps):
+    """"layer" (LayerNorm) or "rms" (RMSNorm: Qwen2.5-VL's vision blocks)."""
+    if kind not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+    return nn.LayerNorm(dim, eps=eps) if kind == "layer" else RMSNorm(dim, eps=eps)
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, dim, num_heads, mlp_dim, act="gelu", eps=1e-5, qkv_bias=True, dropout=0.0):
+    def __init__(self, dim, num_heads, mlp_dim, act="gelu", eps=1e-5, qkv_bias=True, dropout=0.0, norm="layer",
+                 gated_mlp=False):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = make_norm(norm, dim, eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, dropout=dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = MLP(dim, mlp_dim, act=act)
+        self.norm2 = make_norm(norm, dim, eps)
+        # gated_mlp: SwiGLU with biases (Qwen2.5-VL's vision blocks) instead of fc1 -> act -> fc2
+        self.mlp = SwiGLU(dim, mlp_dim, act=act, bias=True) if gated_mlp else MLP(dim, mlp_dim, act=act)
 
-    def forward(self, x, mask=None):  # (B, N, D) -> (B, N, D)
-        x = x + self.attn(self.norm1(x), mask=mask)
+    def forward(self, x, mask=None, rope=None):  # (B, N, D) -> (B, N, D); rope: cos, sin (B, N, Dh)
+        x = x + self.attn(self.norm1(x), mask=mask, rope=rope)
         return x + self.mlp(self.norm2(x))
 
 
@@ -32,11 +42,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
 
-    def forward(self, x, mask=None, output_hidden_states=False):
+    def forward(self, x, mask=None, output_hidden_states=False, rope=None):
         """Returns (last, hidden_states); hidden_states[0] is the input, [i] the output of layer i."""
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, mask=mask)
+            x = layer(x, mask=mask, rope=rope)
             if output_hidden_states:
                 hidden_states.append(x)
         return x, (tuple(hidden_states) if output_hidden_states else None)

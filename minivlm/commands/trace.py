@@ -37,9 +37,10 @@ def add_arguments(p):
     p.add_argument("--no-reference", action="store_true",
                    help="skip transformers (faster; the --random model then gets minivlm's own seeded init)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --random model")
-    p.add_argument("--model", choices=("llava", "llava_next_siglip"), default="llava",
-                   help="the tiny default to trace: LLaVA, or the seed's LLaVA-NeXT + SigLIP on a 27x104 image "
-                        "(minivlm/trace_next.py); a LLaVA-NeXT / OneVision --checkpoint picks the latter itself")
+    p.add_argument("--model", choices=("llava", "llava_next_siglip", "qwen2_vl"), default="llava",
+                   help="what to trace: LLaVA (the shipped trained one, or --random), the seed's LLaVA-NeXT + "
+                        "SigLIP on a 27x104 image (minivlm/trace_next.py), or a tiny Qwen2-VL "
+                        "(minivlm/trace_qwen2_vl.py); a --checkpoint's config.json decides on its own")
 
 
 def _transformers_available():
@@ -69,9 +70,14 @@ def run(args):
     if getattr(args, "model", "llava") == "llava_next_siglip" or is_next_checkpoint(args.checkpoint):
         return run_command(args, dtype, with_reference, TOLERANCE[args.dtype])  # the anyres trace
     start = time.time()
+    from minivlm.trace_qwen2_vl import is_qwen2_vl
+    qwen2_vl = args.model == "qwen2_vl" or (args.checkpoint and is_qwen2_vl(args.checkpoint))
     image, prompt, image_name, truth = args.image, args.prompt, None, None
     with tempfile.TemporaryDirectory() as scratch:
-        if args.random:
+        if qwen2_vl:  # minivlm/trace_qwen2_vl.py: the same table, Qwen2-VL's stages
+            from minivlm.trace_qwen2_vl import run as run_qwen2_vl
+            stages, source, reference = run_qwen2_vl(args, with_reference, scratch)
+        elif args.random:
             folder = scratch
             ours, processor, tokenizer, reference = load_default(folder, args.seed, reference=with_reference)
             ours = ours.to(args.device, dtype)
@@ -85,27 +91,33 @@ def run(args):
                 sample = shapes_sample()
                 image, image_name = sample.image, sample.name
                 prompt, truth = (prompt, None) if prompt else (sample.question, sample.answer)
-        stages = trace_llava(ours, processor, tokenizer, image, prompt, args.max_new_tokens, image_name)
-        if reference is not None:
-            compare(stages, reference_llava(reference, folder, image, prompt, args.max_new_tokens))
-    print(f"LLaVA trace: {source}, {args.device} {args.dtype}\n")
+        if not qwen2_vl:
+            stages = trace_llava(ours, processor, tokenizer, image, prompt, args.max_new_tokens, image_name)
+            if reference is not None:
+                compare(stages, reference_llava(reference, folder, image, prompt, args.max_new_tokens))
+    name = "Qwen2-VL" if qwen2_vl else "LLaVA"
+    ref_class = type(reference).__name__ if reference is not None else ""
+    print(f"{name} trace: {source}, {args.device} {args.dtype}\n")
     print(format_stages(stages, reference is not None))
     generated = stages[-1].extra
-    line = f"\nquestion: {generated['question']!r}  ->  answer: {generated['answer']!r}"
-    if truth is not None:
-        line += f"  (the scene's truth: {truth!r}: {'correct' if generated['answer'] == truth else 'WRONG'})"
-    print(line)
+    if isinstance(generated, dict) and "answer" in generated:  # LLaVA's last stage: the decoded answer
+        line = f"\nquestion: {generated['question']!r}  ->  answer: {generated['answer']!r}"
+        if truth is not None:
+            line += f"  (the scene's truth: {truth!r}: {'correct' if generated['answer'] == truth else 'WRONG'})"
+        print(line)
     code = 0
     if reference is not None:
         worst, ids_equal = worst_diff(stages)
         tol = TOLERANCE[args.dtype]
         ok = (worst is None or worst <= tol) and ids_equal
-        print(f"against transformers' LlavaForConditionalGeneration: max |diff| {worst:.1e} "
+        print(f"against transformers' {ref_class}: max |diff| {worst:.1e} "
               f"(budget {tol:g}), token ids {'equal' if ids_equal else 'DIFFER'} -> {'ok' if ok else 'FAIL'}")
         code = 0 if ok else 1
     elif not args.no_reference:
         print("(transformers is not installed: no reference comparison; pip install -e '.[dev]')")
-    if args.plot:
+    if args.plot and qwen2_vl:
+        print("(--plot draws LLaVA's stages; for Qwen2-VL see notebooks/09_qwen2_vl.ipynb)")
+    elif args.plot:
         plot_stages(stages, args.plot)
         print(f"figure of the stages: {args.plot}")
     print(f"({time.time() - start:.1f}s)")

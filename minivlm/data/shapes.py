@@ -144,3 +144,11 @@ class ShapesWorld:
     def class_names(self):
         """Every "colour shape" name, in a fixed order: the labels of zero-shot classification."""
         return [f"{c} {s}" for c in COLORS for s in SHAPES]
+
+
+def moving_shape_frames(num_frames, image_size=112, kind="circle", color="red", size=0.15):
+    """A tiny synthetic video: one shape sliding left to right across num_frames frames, as a
+    (frames, H, W, 3) uint8 array — what a video processor takes (notebooks/09_qwen2_vl.ipynb)."""
+    import numpy as np
+    xs = [size + (1 - 2 * size) * i / max(num_frames - 1, 1) for i in range(num_frames)]
+    return np.stack([np.asarray(render([Shape(kind, color, x, 0.5, size)], image_size)) for x in xs])

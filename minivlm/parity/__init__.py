@@ -5,7 +5,7 @@ from .harness import FP32_TOLERANCE, ParityCase, assert_parity, check_case, form
 
 # One module per family, each with a CASES list. A new family adds its name here.
 FAMILIES = ["vit", "llama", "mistral", "qwen2", "blip", "llava", "clip", "siglip", "llava_next",
-            "llava_onevision"]
+            "llava_onevision", "qwen2_vl"]
 
 
 def all_cases(families=None):

@@ -76,8 +76,10 @@ class LlamaModel(nn.Module):
                              f"got shape {tuple(attention_mask.shape)}")
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=x.device).expand(batch, length)
-        elif tuple(position_ids.shape) != (batch, length):
-            raise ValueError(f"position_ids must be ({batch}, {length}), got shape {tuple(position_ids.shape)}")
+        elif tuple(position_ids.shape[-2:]) != (batch, length) or position_ids.dim() not in (2, 3):
+            # (3, B, L) with M-RoPE (Qwen2-VL): time, height and width positions per token.
+            raise ValueError(f"position_ids must be ({batch}, {length}) (or (3, {batch}, {length}) with M-RoPE), "
+                             f"got shape {tuple(position_ids.shape)}")
 
         # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
         # new query (a decode step) is the last position: causality hides nothing from it, but a

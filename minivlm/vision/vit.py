@@ -8,6 +8,9 @@
       -> pooled vector (the pooler switch)
 
 CLIP, SigLIP and BLIP towers are this module with switches flipped (see vision/config.py).
+Qwen2-VL's tower is too (`packed=True`, forward_packed): flattened patches of any number of
+images/videos of any size in one sequence, 2-D RoPE instead of the position table, the PatchMerger
+as pooler (vision/packed.py).
 """
 import torch
 import torch.nn.functional as F
@@ -15,9 +18,12 @@ from einops import rearrange
 from torch import nn
 
 from ..blocks.activations import get_activation
+from ..blocks.rotary import vision_rope_2d
 from ..blocks.transformer import Encoder
 from ..outputs import ModelOutput
 from .config import VisionConfig
+from .packed import (PatchEmbedding3D, PatchMerger, attention_segments, block_diagonal_mask, check_grid,
+                     patch_positions, window_order)
 
 
 class PatchEmbedding(nn.Module):
@@ -42,13 +48,17 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = cfg
         D = cfg.hidden_size
-        self.patch_embed = PatchEmbedding(cfg)
+        if cfg.packed:  # Qwen2-VL: cubes of T frames x p x p, positions by RoPE inside attention
+            self.patch_embed = PatchEmbedding3D(cfg.num_channels, cfg.temporal_patch_size, cfg.patch_size, D)
+            self.pos_embed = None
+        else:
+            self.patch_embed = PatchEmbedding(cfg)
+            self.pos_embed = nn.Parameter(torch.zeros(cfg.num_positions, D))  # (1 + N, D)
         self.cls_token = nn.Parameter(torch.zeros(D)) if cfg.class_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(cfg.num_positions, D))  # (1 + N, D)
         self.pre_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.pre_norm else None
         self.encoder = Encoder(cfg.num_layers, dim=D, num_heads=cfg.num_heads, mlp_dim=cfg.intermediate_size,
                                act=cfg.hidden_act, eps=cfg.layer_norm_eps, qkv_bias=cfg.qkv_bias,
-                               dropout=cfg.attention_dropout)
+                               dropout=cfg.attention_dropout, norm=cfg.norm, gated_mlp=cfg.gated_mlp)
         self.final_norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps) if cfg.final_norm != "none" else None
         if cfg.pooler == "dense_tanh":
             self.pooler = nn.Linear(D, cfg.pooler_output_size or D)
@@ -56,6 +66,9 @@ class VisionTransformer(nn.Module):
         elif cfg.pooler == "attention":
             from .pooling import AttentionPoolingHead  # SigLIP's MAP head
             self.pooler = AttentionPoolingHead(cfg)
+        elif cfg.pooler == "patch_merger":
+            self.pooler = PatchMerger(D, cfg.merger_size or D, cfg.spatial_merge_size, eps=cfg.layer_norm_eps,
+                                      norm=cfg.norm)
         else:
             self.pooler = None
 
@@ -121,3 +134,56 @@ class VisionTransformer(nn.Module):
         if output_hidden_states:
             out.hidden_states = hidden_states
         return out
+
+    def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False, what="pixel_values"):
+        """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
+        last_hidden_state (N, D), pooler_output (N / m^2, merger_size) — the merged LM tokens.
+
+        Attention stays inside segments: each temporal slice of each image (Qwen2-VL), or, on the
+        windowed layers of Qwen2.5-VL, each window — the patches are then first reordered window
+        by window (whole m x m merge units), and the merged tokens put back in reading order."""
+        cfg = self.config
+        m = cfg.spatial_merge_size
+        check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m, what)  # what: the input's name in errors
+        x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
+        rows, cols = patch_positions(grid_thw, m)
+        cos, sin = vision_rope_2d(rows, cols, cfg.hidden_size // cfg.num_heads, cfg.rope_theta)  # (N, Dh)
+        cos, sin = cos[None].to(x.dtype), sin[None].to(x.dtype)
+        full = attention_segments(grid_thw)
+        segments = [full] * cfg.num_layers
+        if cfg.window_size:  # Qwen2.5-VL
+            order, windows = window_order(grid_thw, m, cfg.window_size // cfg.patch_size // m)
+            patches = (order[:, None] * m * m + torch.arange(m * m)).flatten()  # merge units -> patches
+            x, cos, sin = x[:, patches], cos[:, patches], sin[:, patches]
+            segments = [full if i in cfg.full_attention_layers else windows for i in range(cfg.num_layers)]
+        hidden_states = [x] if output_hidden_states else None
+        for layer, lengths in zip(self.encoder.layers, segments):
+            x = self.attend(layer, x, lengths, cos, sin)
+            if output_hidden_states:
+                hidden_states.append(x)
+        x = x[0]  # (N, D)
+        out = ModelOutput(last_hidden_state=x)
+        if self.pooler is not None:
+            merged = self.pooler(x)  # (N / m^2, merger_size)
+            out.pooler_output = merged[torch.argsort(order)] if cfg.window_size else merged
+        if output_hidden_states:
+            out.hidden_states = tuple(hidden_states)
+        return out
+
+    def attend(self, layer, x, lengths, cos, sin):
+        """One encoder layer over a packed (1, N, D) sequence whose segments must not see each other."""
+        if self.config.packing == "mask" or len(lengths) == 1:  # readable: one block-diagonal mask
+            mask = block_diagonal_mask(lengths, x.device) if len(lengths) > 1 else None
+            return layer(x, mask=mask, rope=(cos, sin))
+        # fast: each segment on its own, no mask (every other op is per token anyway)
+        bounds = _starts(lengths)
+        return torch.cat([layer(x[:, a:b], rope=(cos[:, a:b], sin[:, a:b])) for a, b in zip(bounds, bounds[1:])],
+                         dim=1)
+
+
+def _starts(lengths):
+    """[0, l0, l0 + l1, ...]: the segment boundaries (HF's cu_seqlens)."""
+    out = [0]
+    for n in lengths:
+        out.append(out[-1] + n)
+    return out

@@ -6,3 +6,4 @@ from . import blip  # noqa: F401
 from . import llava  # noqa: F401
 from . import llava_next  # noqa: F401
 from . import llava_onevision  # noqa: F401
+from . import qwen2_vl  # noqa: F401

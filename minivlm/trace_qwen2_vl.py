@@ -1,0 +1,216 @@
+"""Follow one image + prompt through Qwen2-VL, stage by stage, with shapes and the HF reference.
+
+    image file -> RGB -> smart_resize (native resolution: sides multiples of 28) -> flat patches
+      (N, 3*2*14*14) + image_grid_thw -> Conv3d patch embedding -> encoder layers (2-D RoPE)
+      -> PatchMerger (2x2 -> one token) -> prompt with <|image_pad|> x N/4 -> M-RoPE positions
+      (3, 1, L) -> merged embeddings -> decoder -> logits -> generated tokens
+
+`trace_qwen2_vl` records minivlm's stages, `reference_qwen2_vl` the same stages from transformers'
+Qwen2VLForConditionalGeneration and Qwen2VLImageProcessorPil; trace.compare puts max |diff| beside
+each. `python -m minivlm trace --model qwen2_vl` and notebooks/09_qwen2_vl.ipynb sit on these.
+
+The default needs no download: a tiny Qwen2-VL built from a config with a fixed seed (random weights:
+its words are noise), the tiny character tokenizer of trace.py with Qwen's special tokens added, and
+a processor with Qwen2-VL's real patch sizes but a small max_pixels.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+from .processing.image import load_image
+from .trace import DEFAULT_QUESTION, Stage, default_image, image_stages, tiny_vocabulary, write_tiny_tokenizer
+
+VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
+ADDED = [VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, "<|im_start|>", "<|im_end|>", "<pad>"]
+MAX_PIXELS = 28 * 28 * 64   # the default processor: at most 64 LM tokens per image
+
+
+def chat_prompt(question, n_image_tokens):
+    """Qwen2-VL's chat template for one image and a question, the image already expanded to its tokens."""
+    image = VISION_START + IMAGE_PAD * n_image_tokens + VISION_END
+    return f"<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def tiny_config(vocab_size):
+    ids = {t: len(tiny_vocabulary()) + i for i, t in enumerate(ADDED)}
+    return {
+        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "image_token_id": ids[IMAGE_PAD], "video_token_id": ids[VIDEO_PAD], "vision_start_token_id": ids[VISION_START],
+        "vision_end_token_id": ids[VISION_END],
+        "vision_config": {"depth": 3, "embed_dim": 64, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
+                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        "text_config": {"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
+                        "initializer_range": 0.1, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": ids["<pad>"],
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+    }
+
+
+def build_default(folder, seed=0):
+    """Write the tiny Qwen2-VL folder (config, weights, tokenizer, preprocessor); returns HF's model."""
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = tiny_config(write_tiny_tokenizer(folder, ADDED))
+    torch.manual_seed(seed)
+    reference = transformers.Qwen2VLForConditionalGeneration(transformers.Qwen2VLConfig(**{
+        k: v for k, v in config.items() if k != "architectures"})).eval()
+    reference.save_pretrained(folder)
+    transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=MAX_PIXELS).save_pretrained(folder)
+    return reference
+
+
+def load_default(folder, seed=0):
+    """(ours, processor, tokenizer, reference) for the tiny default, built in `folder`."""
+    import weights_convert
+    reference = build_default(folder, seed)
+    return (weights_convert.load_pretrained(folder), weights_convert.load_image_processor(folder),
+            weights_convert.load_tokenizer(folder), reference)
+
+
+def position_note(positions, ids, image_token_id):
+    """Where the image's positions start and where text resumes, in words."""
+    pos, is_image = positions[:, 0], (ids[0] == image_token_id)
+    first, last = int(is_image.nonzero()[0]), int(is_image.nonzero()[-1])
+    start = pos[:, first].tolist()
+    after = pos[:, last + 1].tolist() if last + 1 < pos.shape[1] else None
+    h, w = int(pos[1, is_image].max()) - start[1] + 1, int(pos[2, is_image].max()) - start[2] + 1
+    return (f"text (p, p, p); image tokens (t, h, w) from {tuple(start)} over a {h}x{w} grid; "
+            f"text resumes at {tuple(after) if after else '-'} = start + max(h, w)")
+
+
+@torch.no_grad()
+def trace_qwen2_vl(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8):
+    """Run one image + prompt through minivlm's Qwen2-VL; returns the list of Stages."""
+    cfg, tower = model.config, model.visual
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    stages, rgb = image_stages(processor, image)
+    geo = processor.geometry(rgb)
+    stages.append(Stage("smart_resize", geo, f"{geo.width}x{geo.height}",
+                        f"sides -> multiples of {processor.factor}, {geo.width * geo.height} px in "
+                        f"[{processor.size['shortest_edge']}, {processor.size['longest_edge']}]"))
+    batch = processor(rgb)
+    pixel_values, grid = batch["pixel_values"].to(device, dtype), batch["image_grid_thw"].to(device)
+    t, h, w = grid[0].tolist()
+    stages.append(Stage("pixel_values", pixel_values, _shape(pixel_values),
+                        f"grid t x h x w = {t}x{h}x{w} patches of 3x{processor.temporal_patch_size}x"
+                        f"{processor.patch_size}x{processor.patch_size} (the image twice in time)",
+                        extra={"grid": (t, h, w)}))
+    embedded = tower.patch_embed(pixel_values)
+    stages.append(Stage("patch embedding", embedded, _shape(embedded), "Conv3d = one Linear per patch; no position table"))
+    hidden = tower.forward_packed(pixel_values, grid, output_hidden_states=True)
+    for i, state in enumerate(hidden.hidden_states[1:], 1):
+        stages.append(Stage(f"encoder layer {i}", state[0], _shape(state[0]), "2-D RoPE (row, col) in attention"))
+    merged_tokens = hidden.pooler_output
+    m = cfg.vision_config.spatial_merge_size
+    stages.append(Stage("patch merger", merged_tokens, _shape(merged_tokens),
+                        f"{m}x{m} neighbours -> 1: {h}x{w} patches -> {h // m}x{w // m} LM tokens"))
+    text = chat_prompt(prompt or DEFAULT_QUESTION, merged_tokens.shape[0])
+    ids = torch.tensor([tokenizer.encode(text)], device=device)
+    n_image = int((ids == cfg.image_token_id).sum())
+    stages.append(Stage("prompt tokens", ids, _shape(ids), f"{n_image} {IMAGE_PAD} + {ids.shape[1] - n_image} text",
+                        extra={"image_token_id": cfg.image_token_id}))
+    positions = model.position_ids(ids, image_grid_thw=grid)  # (3, 1, L)
+    stages.append(Stage("M-RoPE positions", positions, _shape(positions), position_note(positions, ids, cfg.image_token_id)))
+    embeds = model.embed(ids, pixel_values, grid)
+    stages.append(Stage("merged embeddings", embeds, _shape(embeds), f"features written at the {IMAGE_PAD} positions"))
+    body = model.language_model.model(inputs_embeds=embeds, position_ids=positions).last_hidden_state
+    stages.append(Stage("decoder", body, _shape(body), f"{cfg.text_config.num_hidden_layers} Qwen2 layers, M-RoPE "
+                                                      f"sections {cfg.text_config.rope_parameters['mrope_section']}"))
+    logits = model.language_model.lm_head(body)
+    top = tokenizer.convert_ids_to_tokens(logits[0, -1].float().topk(5).indices.tolist())
+    stages.append(Stage("logits", logits, _shape(logits), f"next token {top[0]!r}", extra={"top_tokens": top}))
+    generated = model.generate(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid,
+                               max_new_tokens=max_new_tokens)
+    new = generated[0, ids.shape[1]:]
+    stages.append(Stage("generated tokens", new, f"{len(new)} new", repr(tokenizer.decode(new))))
+    return stages
+
+
+def _shape(t):
+    return str(tuple(t.shape))
+
+
+@torch.no_grad()
+def reference_qwen2_vl(reference, folder, image=None, prompt=None, max_new_tokens=8):
+    """The same stages from transformers' model, image processor and tokenizer (read from `folder`)."""
+    import transformers
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    proc = Qwen2VLImageProcessorPil.from_pretrained(folder)
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    rgb = load_image(image if image is not None else default_image())
+    batch = proc(rgb, return_tensors="pt")
+    device, dtype = reference.device, reference.dtype
+    pv, grid = batch["pixel_values"].to(device, dtype), batch["image_grid_thw"].to(device)
+    cfg, visual = reference.config, reference.model.visual
+    out = {"pixel_values": pv, "patch embedding": visual.patch_embed(pv)}
+    captured = []
+    hooks = [block.register_forward_hook(lambda mod, args, result: captured.append(result)) for block in visual.blocks]
+    try:
+        out["patch merger"] = visual(pv, grid_thw=grid).pooler_output
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out.update({f"encoder layer {i}": state for i, state in enumerate(captured, 1)})
+    n = out["patch merger"].shape[0]
+    ids = torch.tensor([tok(chat_prompt(prompt or DEFAULT_QUESTION, n)).input_ids], device=device)
+    types = (ids == cfg.image_token_id).long()
+    out["prompt tokens"] = ids
+    out["M-RoPE positions"] = reference.model.get_rope_index(ids, types, image_grid_thw=grid)[0]
+    inputs = dict(input_ids=ids, pixel_values=pv, image_grid_thw=grid, mm_token_type_ids=types)
+    seen = {}
+    hook = reference.model.language_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True)
+    try:
+        out["decoder"] = reference.model(**inputs).last_hidden_state
+    finally:
+        hook.remove()
+    out["merged embeddings"] = seen["embeds"]
+    out["logits"] = reference(**inputs).logits
+    generated = reference.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    out["generated tokens"] = generated[0, ids.shape[1]:]
+    return out
+
+
+def run(args, with_reference, scratch):
+    """The CLI's Qwen2-VL path: (stages, source description, reference-or-None)."""
+    import weights_convert
+    from .trace import compare
+    dtype = getattr(torch, args.dtype)
+    if args.checkpoint:
+        folder = args.checkpoint
+        ours = weights_convert.load_pretrained(folder, dtype=dtype, device=args.device)
+        processor, tokenizer = weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder)
+        reference = None
+        if with_reference:
+            import transformers
+            arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
+            reference = getattr(transformers, arch).from_pretrained(folder, dtype=dtype).eval()
+        source = f"checkpoint {folder}"
+    else:
+        if not with_reference:
+            raise SystemExit("trace --model qwen2_vl builds its tiny default with transformers; install it "
+                             "(pip install -e '.[dev]') or pass --checkpoint")
+        folder = scratch
+        ours, processor, tokenizer, reference = load_default(folder, args.seed)
+        ours = ours.to(args.device, dtype)
+        source = f"tiny Qwen2-VL (seed {args.seed}, random weights) built from a config"
+    if reference is not None:
+        reference = reference.to(args.device, dtype)
+    stages = trace_qwen2_vl(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
+    if reference is not None:
+        compare(stages, reference_qwen2_vl(reference, folder, args.image, args.prompt, args.max_new_tokens))
+    return stages, source, reference
+
+
+def is_qwen2_vl(folder):
+    """Whether a checkpoint folder's config.json names Qwen2-VL or Qwen2.5-VL."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return False
+    archs = json.loads(path.read_text()).get("architectures") or []
+    return bool(archs) and archs[0] in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+
