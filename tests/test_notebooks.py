@@ -86,3 +86,13 @@ def test_the_notebooks_command_strips_run_to_run_noise_only():
     assert [o.text for o in cell.outputs] == ["clip [##--] 30/300 loss 1.741 lr 0.002983\n",
                                               "accuracy 0.93 at 14.4 it/s 0:02<0:18 \n"]  # stdout is content
     assert cell.execution_count == 1
+
+
+def test_the_notebooks_command_names_what_exists(capsys):
+    import argparse
+    from minivlm.commands import notebooks
+    parser = argparse.ArgumentParser()
+    notebooks.add_arguments(parser)
+    assert notebooks.run(parser.parse_args(["no_such_notebook"])) == 2
+    out = capsys.readouterr().out
+    assert "error: no notebook" in out and "no_such_notebook.ipynb" in out and "01_vit" in out
