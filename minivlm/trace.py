@@ -57,9 +57,10 @@ def default_image():
 
 
 SHAPES_LLAVA = "shapes-llava"
-# The shipped LLaVA's sample: a two-shape scene from the evaluation range (indices from 10**9; training
-# used 0..1999) and its colour question. The model answers 85-90% of such questions right (its card);
-# this one is among them, and tests/test_trace.py checks that it still is.
+# The shipped LLaVA's sample: a scene from the evaluation range (indices from 10**9; training used
+# 0..1999), "a green square and a blue circle", and its third question, "what color is the circle?".
+# The model answers 80-95% of the questions on such scenes right (its card); this one is among them,
+# and tests/test_trace.py checks that it still is.
 SAMPLE_SCENE, SAMPLE_QUESTION = 10**9 + 1, 2
 
 

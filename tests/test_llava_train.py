@@ -114,3 +114,21 @@ def test_a_short_two_stage_run_learns(tmp_path):
     # Colour questions, chance 1/6: measured 1.00 (seen combinations) and 0.67 (held-out), 48 each.
     assert result["seen_combos"]["color"] >= 0.6, result["seen_combos"]
     assert result["held_out_combos"]["color"] >= 0.3, result["held_out_combos"]
+
+
+def test_attribute_questions_are_appended_after_the_scenes_own():
+    from minivlm.data.shapes import ShapesWorld
+    from minivlm.train.llava import exchange_records
+    world = ShapesWorld(image_size=32, max_shapes=2)
+    plain = exchange_records(world, 6)
+    more = exchange_records(world, 6, attribute_questions=True)
+    assert [r["id"] for r in more[:len(plain)]] == [r["id"] for r in plain]  # the default is unchanged
+    for scene in world.scenes(6):
+        asked = {r["conversations"][0]["value"].split("\n")[1]: r["conversations"][1]["value"]
+                 for r in more[len(plain):] if r["id"].startswith(f"shapes-train-{scene.index}-g")}
+        left, right = sorted(scene.shapes, key=lambda s: s.cx)[0], sorted(scene.shapes, key=lambda s: s.cx)[-1]
+        if len(scene.shapes) == 1:
+            assert asked == {"what color is it?": left.color, "what shape is it?": left.kind}
+        else:
+            assert asked == {"what color is the left shape?": left.color, "what color is the right shape?": right.color,
+                             "what shape is on the left?": left.kind, "what shape is on the right?": right.kind}

@@ -67,3 +67,32 @@ def test_top_level_code_drops_definitions_only():
     source = "def show(x):\n    plt.imshow(x)\n\nshow(1)\nfig, ax = plt.subplots()\n"
     assert top_level_code(source) == "show(1)\nfig, ax = plt.subplots()"
     assert not DRAWS.search(top_level_code("def show(x):\n    plt.imshow(x)\n"))
+
+
+def test_the_notebooks_command_strips_run_to_run_noise_only():
+    import nbformat
+    from minivlm.commands.notebooks import clean
+    cell = nbformat.v4.new_code_cell("train()", execution_count=1, metadata={"execution": {"iopub.status.idle": "t"}})
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "/x/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter and ipywidgets.\n"
+            "  from .autonotebook import tqdm as notebook_tqdm\n")),
+        nbformat.v4.new_output("stream", name="stderr",
+                               text="clip [##--] 30/300 14.4 it/s 0:02<0:18 loss 1.741 lr 0.002983\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="accuracy 0.93 at 14.4 it/s 0:02<0:18 \n")]
+    nb = nbformat.v4.new_notebook(cells=[cell], metadata={"language_info": {"name": "python", "version": "3.11.7"}})
+    clean(nb)
+    assert "execution" not in cell.metadata and nb.metadata.language_info == {"name": "python"}
+    assert [o.text for o in cell.outputs] == ["clip [##--] 30/300 loss 1.741 lr 0.002983\n",
+                                              "accuracy 0.93 at 14.4 it/s 0:02<0:18 \n"]  # stdout is content
+    assert cell.execution_count == 1
+
+
+def test_the_notebooks_command_names_what_exists(capsys):
+    import argparse
+    from minivlm.commands import notebooks
+    parser = argparse.ArgumentParser()
+    notebooks.add_arguments(parser)
+    assert notebooks.run(parser.parse_args(["no_such_notebook"])) == 2
+    out = capsys.readouterr().out
+    assert "error: no notebook" in out and "no_such_notebook.ipynb" in out and "01_vit" in out

@@ -75,6 +75,11 @@ def run(args):
     os.environ["PYTHONHASHSEED"] = "0"    # the kernel inherits these: set orders stay the same,
     os.environ["TQDM_DISABLE"] = "1"      # and no progress bar prints its timing
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    for path in find(args.names):
+    try:
+        paths = find(args.names)
+    except FileNotFoundError as e:
+        print(f"error: {e}")
+        return 2
+    for path in paths:
         print(f"{path.name}: {execute(path, args.timeout):.0f}s", flush=True)
     return 0
