@@ -5,3 +5,4 @@ from . import clip, siglip  # noqa: F401
 from . import blip  # noqa: F401
 from . import llava  # noqa: F401
 from . import llava_next  # noqa: F401
+from . import opt  # noqa: F401
