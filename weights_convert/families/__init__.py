@@ -6,3 +6,4 @@ from . import blip  # noqa: F401
 from . import llava  # noqa: F401
 from . import llava_next  # noqa: F401
 from . import opt  # noqa: F401
+from . import blip2  # noqa: F401
