@@ -138,3 +138,26 @@ def test_config_without_image_token_refused(opt_pair):
     inputs = case.make_inputs(reference, torch.Generator().manual_seed(5))
     with pytest.raises(ValueError, match="no image_token_index"):
         ours(**inputs)
+
+
+def test_image_processor_equal_hf(tmp_path):
+    """BLIP-2 ships BLIP's image processor with CLIP's mean/std at 224 (the hub's preprocessor_config.json)."""
+    import matplotlib.cbook
+    import numpy as np
+    import transformers
+    from PIL import Image
+    config = {"image_processor_type": "BlipImageProcessor", "processor_class": "Blip2Processor", "do_resize": True,
+              "size": {"height": 224, "width": 224}, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255,
+              "do_normalize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+              "image_std": [0.26862954, 0.26130258, 0.27577711], "do_convert_rgb": True}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    hf = transformers.BlipImageProcessorPil.from_pretrained(tmp_path)
+    ours = weights_convert.load_image_processor(tmp_path)
+    photo = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 91, 3), dtype=np.uint8))
+    for images in ([photo], [noise.convert("RGBA"), photo.convert("L")]):
+        expected = hf(images, return_tensors="pt")["pixel_values"]
+        got = ours(images)["pixel_values"]
+        assert got.shape == expected.shape == (len(images), 3, 224, 224)
+        assert (got - expected).abs().max() <= 1 / 255 / min(config["image_std"])
+        assert (got - expected).abs().mean() <= 1e-3

@@ -13,8 +13,9 @@ so the queries can pick what the question asks about (Dai et al. 2023, Sec. 2.2)
 
 transformers 5 convention, kept here: the processor writes `num_query_tokens` image tokens into every
 row of input_ids and the model writes the queries over them. A row with another count is refused
-(HF's masked_scatter accepts too many image tokens in the batch silently, reusing nothing and
-leaving the rest; measured with 5.23).
+(HF checks only the batch total: one row with Q + 1 image tokens and another with Q - 1 are filled
+by its masked_scatter without a word, the second image's first query landing in the first row;
+measured with 5.23 in tests/test_blip2.py).
 """
 from dataclasses import dataclass
 
