@@ -36,17 +36,22 @@ LANGUAGE_MODELS = {OPTConfig: OPTForCausalLM, LlamaConfig: LlamaForCausalLM}
 
 @dataclass
 class Blip2Config:
-    vision: VisionConfig
-    qformer: QFormerConfig
-    text: OPTConfig | LlamaConfig | None = None      # None: no language model (retrieval)
+    vision_config: VisionConfig
+    qformer_config: QFormerConfig
+    text_config: OPTConfig | LlamaConfig | None = None   # None: no language model (retrieval)
     num_query_tokens: int = 32
     image_token_index: int | None = None
-    image_text_hidden_size: int = 256                # width of the retrieval projections
+    image_text_hidden_size: int = 256                    # width of the retrieval projections
 
     def __post_init__(self):
-        if self.qformer.encoder_hidden_size != self.vision.hidden_size:
-            raise ValueError(f"the Q-Former cross-attends to {self.qformer.encoder_hidden_size}-wide states but the "
-                             f"vision tower is {self.vision.hidden_size} wide")
+        if self.qformer_config.encoder_hidden_size != self.vision_config.hidden_size:
+            raise ValueError(f"the Q-Former cross-attends to {self.qformer_config.encoder_hidden_size}-wide states "
+                             f"but the vision tower is {self.vision_config.hidden_size} wide")
+
+    @property
+    def features_per_image(self):
+        """Image tokens per image in input_ids (LLaVA's config has the same property): the Q queries."""
+        return self.num_query_tokens
 
 
 class Blip2Base(nn.Module):
@@ -55,9 +60,9 @@ class Blip2Base(nn.Module):
     def __init__(self, cfg: Blip2Config):
         super().__init__()
         self.config = cfg
-        self.vision_model = VisionTransformer(cfg.vision)
-        self.query_tokens = nn.Parameter(torch.zeros(cfg.num_query_tokens, cfg.qformer.hidden_size))  # (Q, Dq)
-        self.qformer = QFormer(cfg.qformer)
+        self.vision_model = VisionTransformer(cfg.vision_config)
+        self.query_tokens = nn.Parameter(torch.zeros(cfg.num_query_tokens, cfg.qformer_config.hidden_size))  # (Q, Dq)
+        self.qformer = QFormer(cfg.qformer_config)
 
     def encode_image(self, pixel_values, interpolate_pos_encoding=False):
         """(B, 3, H, W) -> the tower's output; last_hidden_state (B, 1 + N, Dv)."""
@@ -92,10 +97,10 @@ class Blip2ForConditionalGeneration(Blip2Base):
 
     def __init__(self, cfg: Blip2Config):
         super().__init__(cfg)
-        if type(cfg.text) not in LANGUAGE_MODELS:
-            raise ValueError(f"BLIP-2's language model must be OPT or LLaMA, got {type(cfg.text).__name__}")
-        self.language_projection = nn.Linear(cfg.qformer.hidden_size, cfg.text.hidden_size)
-        self.language_model = LANGUAGE_MODELS[type(cfg.text)](cfg.text)
+        if type(cfg.text_config) not in LANGUAGE_MODELS:
+            raise ValueError(f"BLIP-2's language model must be OPT or LLaMA, got {type(cfg.text_config).__name__}")
+        self.language_projection = nn.Linear(cfg.qformer_config.hidden_size, cfg.text_config.hidden_size)
+        self.language_model = LANGUAGE_MODELS[type(cfg.text_config)](cfg.text_config)
 
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
@@ -147,7 +152,7 @@ class Blip2ForConditionalGeneration(Blip2Base):
     def default_prompt(self, batch, device):
         """HF's generate without input_ids: the Q image tokens then the LLM's bos, for every row."""
         cfg = self.config
-        start = [cfg.image_token_index] * cfg.num_query_tokens + [cfg.text.bos_token_id]
+        start = [cfg.image_token_index] * cfg.num_query_tokens + [cfg.text_config.bos_token_id]
         return torch.tensor([start], dtype=torch.long, device=device).expand(batch, -1)
 
     @torch.no_grad()
@@ -157,7 +162,7 @@ class Blip2ForConditionalGeneration(Blip2Base):
         and the Q-Former run once, in the prefill; decode steps feed the new ids through the KV cache."""
         if input_ids is None:
             input_ids = self.default_prompt(pixel_values.shape[0], pixel_values.device)
-        special_token_defaults(self, self.config.text, kwargs)
+        special_token_defaults(self, self.config.text_config, kwargs)
         prefill = {k: kwargs.pop(k) for k in ("qformer_input_ids", "qformer_attention_mask") if k in kwargs}
         return generate(self, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                         interpolate_pos_encoding=interpolate_pos_encoding, **prefill, **kwargs)

@@ -21,7 +21,7 @@ from .blip2 import Blip2Base, Blip2ForConditionalGeneration, check_image_tokens
 class Blip2ForImageTextRetrieval(Blip2Base):
     def __init__(self, cfg):
         super().__init__(cfg)
-        D, E = cfg.qformer.hidden_size, cfg.image_text_hidden_size
+        D, E = cfg.qformer_config.hidden_size, cfg.image_text_hidden_size
         self.vision_projection = nn.Linear(D, E)
         self.text_projection = nn.Linear(D, E)
         self.itm_head = nn.Linear(D, 2)

@@ -92,9 +92,9 @@ def text_config(hf):
 
 def blip2_config(hf, text_embeddings=False, language_model=True):
     vision = vision_config(hf.get("vision_config") or {})
-    return Blip2Config(vision=vision, qformer=qformer_config(hf.get("qformer_config") or {}, vision.hidden_size,
+    return Blip2Config(vision_config=vision, qformer_config=qformer_config(hf.get("qformer_config") or {}, vision.hidden_size,
                                                              text_embeddings),
-                       text=text_config(hf) if language_model else None,
+                       text_config=text_config(hf) if language_model else None,
                        num_query_tokens=hf.get("num_query_tokens", 32),
                        image_token_index=hf.get("image_token_index", hf.get("image_token_id")),
                        image_text_hidden_size=hf.get("image_text_hidden_size", 256))
@@ -102,19 +102,19 @@ def blip2_config(hf, text_embeddings=False, language_model=True):
 
 def language_model_keymap(cfg: Blip2Config):
     """language_model.* for OPT (model.decoder.*) or LLaMA (model.*), the head tied where the config says."""
-    if cfg.text is None:
+    if cfg.text_config is None:
         return KeyMap([])
-    body = (OPT_BODY.prefixed("language_model.model.decoder.", "language_model.model.") if isinstance(cfg.text, OPTConfig)
+    body = (OPT_BODY.prefixed("language_model.model.decoder.", "language_model.model.") if isinstance(cfg.text_config, OPTConfig)
             else LLAMA_BODY.prefixed("language_model.model.", "language_model.model."))
     tied = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"} \
-        if cfg.text.tie_word_embeddings else {}
+        if cfg.text_config.tie_word_embeddings else {}
     return body + KeyMap([Rule("language_model.lm_head.weight", "language_model.lm_head.weight")], tied=tied)
 
 
 def keymap(cfg: Blip2Config, retrieval=False):
     parts = VISION + QFORMER
     return parts + (RETRIEVAL_HEADS if retrieval else KeyMap([])) + (
-        PROJECTION + language_model_keymap(cfg) if cfg.text is not None else KeyMap([]))
+        PROJECTION + language_model_keymap(cfg) if cfg.text_config is not None else KeyMap([]))
 
 
 def _family(model_class, text_embeddings=False, language_model=True, retrieval=False):
