@@ -42,7 +42,7 @@ from .plot import save_loss_curve
 # A Q-Former as wide as the LM, 2 layers; 8 queries against the tower's 1 + 16 tokens.
 QFORMER = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
 RECIPE = dict(num_query_tokens=8, cross_attention_frequency=1, max_shapes=2, scenes=2000, batch_size=32,
-              text_steps=200, text_lr=3e-3, stage1_steps=300, stage1_lr=1e-3, stage2_steps=600, lr=2e-3,
+              text_steps=200, text_lr=3e-3, stage1_steps=200, stage1_lr=1e-3, stage2_steps=400, lr=2e-3,
               clip_steps=None)
 STAGE2_PARTS = ("query_tokens", "qformer", "language_projection")  # BLIP-2 stage 2: the LM and tower stay frozen
 
@@ -119,7 +119,7 @@ def arm_result(model, histories, tokens, trainable, tokenizer, processor, world,
     return result
 
 
-def train_blip2(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=True, eval_count=150, lm=TINY_LM,
+def train_blip2(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=True, eval_count=100, lm=TINY_LM,
                 **recipe):
     """Both arms on one frozen tower and one frozen LM. Returns (qformer model, mlp model, histories, result)."""
     unknown = set(recipe) - set(RECIPE)
