@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..blocks import MLP, Attention, KVCache, causal_mask, combine, padding_mask
-from ..generation import generate, special_token_defaults
+from ..blocks import MLP, Attention
 from ..outputs import ModelOutput
-from .llama import causal_lm_loss, check_inputs
+from .llama import LlamaForCausalLM, decoder_mask, embed_and_cache
 
 POSITION_OFFSET = 2  # rows 0 and 1 of OPT's position table are never read by a real token
 
@@ -103,18 +102,13 @@ class OPTModel(nn.Module):
         self.final_norm = nn.LayerNorm(D, elementwise_affine=cfg.layer_norm_elementwise_affine) if keep_final else None
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=False):
+                inputs_embeds=None, use_cache=False, output_hidden_states=False):
         """attention_mask (B, past + L), 1 = token; position_ids (B, L) or None: counted from the mask."""
-        check_inputs(input_ids, inputs_embeds, self.config.word_embed_proj_dim)
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, E)
+        if output_hidden_states:
+            raise ValueError("output_hidden_states is not implemented for OPT in minivlm")
+        x, cache, past = embed_and_cache(self, input_ids, inputs_embeds, attention_mask, past_key_values, use_cache,
+                                         self.config.word_embed_proj_dim)  # x (B, L, E)
         batch, length = x.shape[:2]
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(len(self.layers))
-        past = len(cache) if cache is not None else 0
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, past + length):
-            raise ValueError(f"attention_mask must be (batch, cached + new positions) = ({batch}, {past + length}), "
-                             f"got shape {tuple(attention_mask.shape)}")
         if position_ids is None:
             full = attention_mask if attention_mask is not None else torch.ones(batch, past + length, device=x.device)
             position_ids = mask_positions(full, past)  # (B, L)
@@ -128,8 +122,7 @@ class OPTModel(nn.Module):
         if self.project_in is not None:
             x = self.project_in(x)  # (B, L, D)
         x = x + self.embed_positions(position_ids + POSITION_OFFSET)
-        mask = combine(causal_mask(length, past + length, device=x.device) if length > 1 else None,
-                       padding_mask(attention_mask) if attention_mask is not None else None)  # (B|1, 1, L, T)
+        mask = decoder_mask(length, past, attention_mask, x.device)  # (B|1, 1, L, past + L)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, cache[i] if cache is not None else None)
         if self.final_norm is not None:
@@ -142,34 +135,8 @@ class OPTModel(nn.Module):
         return out
 
 
-class OPTForCausalLM(nn.Module):
-    """OPTModel + lm_head over the word-embedding width (HF's OPTForCausalLM)."""
+class OPTForCausalLM(LlamaForCausalLM):
+    """OPTModel + lm_head over the word-embedding width, tied to embed_tokens unless the config says not
+    (HF's OPTForCausalLM): LLaMA's head, loss and generate around another body."""
 
-    def __init__(self, cfg: OPTConfig):
-        super().__init__()
-        self.config = cfg
-        self.model = OPTModel(cfg)
-        self.lm_head = nn.Linear(cfg.word_embed_proj_dim, cfg.vocab_size, bias=False)
-        if cfg.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0):
-        body = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache)
-        x = body.last_hidden_state
-        logits = self.lm_head(x[:, -logits_to_keep:] if logits_to_keep else x)  # (B, L, V)
-        out = ModelOutput(logits=logits)
-        if labels is not None:
-            out.loss = causal_lm_loss(logits, labels)
-        if use_cache:
-            out.past_key_values = body.past_key_values
-        return out
-
-    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
-        """Prompt + new tokens, greedy unless do_sample=True (minivlm.generation)."""
-        special_token_defaults(self, self.config, kwargs)
-        return generate(self, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                        **kwargs)
+    body = OPTModel

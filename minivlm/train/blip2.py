@@ -18,7 +18,6 @@ image handed to the LM, trainable parameters and wall time.
 Measured: see the README's BLIP-2 section (written from metrics.json of a default run).
 """
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,12 +29,10 @@ from ..data.shapes import ShapesWorld
 from ..data.shapes_tokenizer import ShapesTokenizer
 from ..models.blip2 import Blip2Config, Blip2ForConditionalGeneration
 from ..models.blip2_pretrain import Blip2QFormerForPretraining
-from ..models.llava import freeze
 from ..text.qformer import QFormerConfig
-from ..trace import write_tiny_tokenizer
 from .dual_encoder import pairs
-from .llava import (CHAT, TINY_LM, build_llava, caption_records, clip_tower, evaluate, exchange_records, llava_loss,
-                    materialise, random_batches, strip_images, text_loss)
+from .llava import (CHAT, TINY_LM, build_llava, caption_records, evaluate, exchange_records, llava_loss, materialise,
+                    random_batches, run_setup, strip_images, text_loss)
 from .loop import TrainConfig, train
 from .plot import save_loss_curve
 
@@ -127,13 +124,7 @@ def train_blip2(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
         raise ValueError(f"unknown recipe option(s) {sorted(unknown)}; known: {sorted(RECIPE)}")
     r = dict(RECIPE, **recipe)
     torch.manual_seed(seed)
-    tower, processor_cfg, hf_vision = clip_tower(clip_run, r["clip_steps"], progress)
-    import weights_convert
-    tok_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="minivlm-blip2-"))
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    vocab_size = write_tiny_tokenizer(tok_dir)
-    (tok_dir / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
-    tokenizer, processor = weights_convert.load_tokenizer(tok_dir), weights_convert.load_image_processor(tok_dir)
+    tower, _, vocab_size, tokenizer, processor = run_setup(out, clip_run, r["clip_steps"], progress)
     world = ShapesWorld(image_size=tower.config.image_size, max_shapes=r["max_shapes"], seed=seed)
     steps = lambda n, lr, desc: TrainConfig(steps=n, lr=lr, device=device, progress=progress, desc=desc)
 
