@@ -161,3 +161,23 @@ def test_image_processor_equal_hf(tmp_path):
         assert got.shape == expected.shape == (len(images), 3, 224, 224)
         assert (got - expected).abs().max() <= 1 / 255 / min(config["image_std"])
         assert (got - expected).abs().mean() <= 1e-3
+
+
+def test_real_widths_blip2_opt():
+    """Salesforce/blip2-opt widths (ViT-g: 1408 wide, 16 heads, 224 px in 14 px patches = 257 tokens; the
+    Q-Former 768 wide with 32 queries; OPT-125m's 768 / 12 heads and 50272-token vocabulary), depth cut."""
+    from minivlm.parity.blip2 import _builder, caption_inputs_with_labels, real_positions
+    from minivlm.parity.harness import ParityCase, assert_parity
+    vision = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=1, num_attention_heads=16,
+                  image_size=224, patch_size=14, initializer_range=0.02)
+    qformer = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                   intermediate_size=3072, max_position_embeddings=512, cross_attention_frequency=2)
+    opt = dict(model_type="opt", vocab_size=50272, hidden_size=768, ffn_dim=3072, num_hidden_layers=1,
+               num_attention_heads=12, max_position_embeddings=2048, dropout=0.0, pad_token_id=1, bos_token_id=2,
+               eos_token_id=2)
+    case = ParityCase("blip2", "real-widths", _builder("Blip2ForConditionalGeneration", opt, 32, vision=vision,
+                                                       qformer=qformer),
+                      caption_inputs_with_labels, ("logits", "loss"), valid_positions=real_positions,
+                      generate=dict(max_new_tokens=3),
+                      generate_inputs=lambda inputs: {k: v for k, v in inputs.items() if k != "labels"})
+    assert_parity(case)
