@@ -181,3 +181,15 @@ def test_real_widths_blip2_opt():
                       generate=dict(max_new_tokens=3),
                       generate_inputs=lambda inputs: {k: v for k, v in inputs.items() if k != "labels"})
     assert_parity(case)
+
+
+@pytest.mark.parametrize("name", ["blip2-opt-freq1-odd-image/generate", "retrieval-freq2/itm"])
+def test_manual_attention_kernel(name):
+    """The by-hand attention path (scores, mask, softmax) through the ViT, the Q-Former and the LM."""
+    from minivlm.blocks import set_attention_impl
+    from minivlm.parity.harness import assert_parity
+    set_attention_impl("manual")
+    try:
+        assert_parity(next(c for c in CASES if c.name == name))
+    finally:
+        set_attention_impl("sdpa")
