@@ -163,9 +163,9 @@ class Blip2ForConditionalGeneration(Blip2Base):
         if input_ids is None:
             input_ids = self.default_prompt(pixel_values.shape[0], pixel_values.device)
         special_token_defaults(self, self.config.text_config, kwargs)
-        prefill = {k: kwargs.pop(k) for k in ("qformer_input_ids", "qformer_attention_mask") if k in kwargs}
+        # pixel_values and the rest (InstructBLIP's qformer_input_ids ...) go to the prefill step only
         return generate(self, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                        interpolate_pos_encoding=interpolate_pos_encoding, **prefill, **kwargs)
+                        interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
 
 class InstructBlipForConditionalGeneration(Blip2ForConditionalGeneration):
@@ -173,6 +173,9 @@ class InstructBlipForConditionalGeneration(Blip2ForConditionalGeneration):
     with their own word/position embeddings and BERT tokenizer (HF's class of that name)."""
 
     def _qformer_args(self, qformer_text):
+        unknown = set(qformer_text) - {"qformer_input_ids", "qformer_attention_mask"}
+        if unknown:
+            raise ValueError(f"InstructBLIP got unknown input(s) {sorted(unknown)}")
         ids = qformer_text.get("qformer_input_ids")
         if ids is None:
             raise ValueError("InstructBLIP needs qformer_input_ids (batch, seq_len): the instruction, tokenized "
