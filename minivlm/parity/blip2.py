@@ -47,8 +47,10 @@ def pixels(reference, generator, batch):
     return torch.randn(batch, 3, size, size, generator=generator)
 
 
-def prompt_batch(reference, generator, lengths=PAD_LENGTHS, pad=None):
-    """Left-padded rows of [pad ...][image token x Q][bos][text ...], with their mask."""
+def prompt_batch(reference, generator, lengths=PAD_LENGTHS, pad=None, image_first=False):
+    """Left-padded rows of [pad ...][image token x Q][bos][text ...], with their mask. image_first: the
+    layout HF's Blip2Processor writes with left padding, the image tokens put before the padded text:
+    [image token x Q][pad ...][bos][text ...]."""
     cfg = reference.config
     text, Q = cfg.text_config, cfg.num_query_tokens
     pad = text.pad_token_id if pad is None else pad
@@ -60,6 +62,9 @@ def prompt_batch(reference, generator, lengths=PAD_LENGTHS, pad=None):
         row_ids = torch.cat([torch.full((Q,), cfg.image_token_index), torch.tensor([text.bos_token_id]), words])
         ids[row, longest - len(row_ids):] = row_ids
         mask[row, longest - len(row_ids):] = 1
+        if image_first:  # move the image tokens to the front of the row, the padding after them
+            ids[row, :Q], ids[row, Q:longest - len(row_ids) + Q] = cfg.image_token_index, pad
+            mask[row, :Q], mask[row, Q:longest - len(row_ids) + Q] = 1, 0
     return ids, mask
 
 
@@ -74,8 +79,8 @@ def qformer_instruction(generator, batch, vocab=QFORMER["vocab_size"], lengths=(
     return ids, mask
 
 
-def caption_inputs(reference, generator):
-    ids, mask = prompt_batch(reference, generator)
+def caption_inputs(reference, generator, image_first=False):
+    ids, mask = prompt_batch(reference, generator, image_first=image_first)
     inputs = {"pixel_values": pixels(reference, generator, ids.shape[0]), "input_ids": ids, "attention_mask": mask}
     if type(reference).__name__.startswith("InstructBlip"):
         inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = qformer_instruction(generator, ids.shape[0])
@@ -141,6 +146,9 @@ for _name, (_cls, _text, _q, _kw) in CONFIGS.items():
         ParityCase("blip2", f"{_name}/generate-unprompted", _build, caption_inputs, (),
                    generate=dict(max_new_tokens=8), generate_inputs=unprompted),
     ]
+CASES.append(ParityCase("blip2", "blip2-opt-processor-layout/generate", _builder(CAPTION[0], OPT, 4),
+                        lambda reference, generator: caption_inputs(reference, generator, image_first=True),
+                        ("logits",), generate=dict(max_new_tokens=8), valid_positions=real_positions))
 CASES.append(ParityCase("blip2", "blip2-model-opt/loss", _builder("Blip2Model", OPT, 4), caption_inputs_with_labels,
                         ("logits", "loss"), valid_positions=real_positions))
 for _freq in (1, 2):
