@@ -77,3 +77,21 @@ def test_bad_input_errors(pair):
         ours(input_ids=torch.randint(3, 60, (1, 41)))
     with pytest.raises(ValueError, match="got both"):
         ours(input_ids=ids, inputs_embeds=torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("widths", [
+    dict(hidden_size=768, ffn_dim=3072, num_attention_heads=12),                       # facebook/opt-125m
+    dict(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, word_embed_proj_dim=512,
+         do_layer_norm_before=False),                                                    # facebook/opt-350m
+], ids=["opt-125m", "opt-350m"])
+def test_real_widths(widths):
+    """Real checkpoints' widths and vocabulary (50272), one layer: logits, loss, greedy ids."""
+    import transformers
+    from minivlm.parity.harness import ParityCase, assert_parity
+    from minivlm.parity.llama import real_positions, text_inputs_with_labels
+    config = dict(vocab_size=50272, num_hidden_layers=1, max_position_embeddings=2048, dropout=0.0, **widths)
+    case = ParityCase("opt", "real-widths", lambda: transformers.OPTForCausalLM(transformers.OPTConfig(**config)),
+                      text_inputs_with_labels, ("logits", "loss"), valid_positions=real_positions,
+                      generate=dict(max_new_tokens=4),
+                      generate_inputs=lambda inputs: {k: v for k, v in inputs.items() if k != "labels"})
+    assert_parity(case)
