@@ -11,6 +11,7 @@ from minivlm.parity import FP32_TOLERANCE
 from minivlm.parity.harness import build_seeded, convert_reference
 from minivlm.parity.llama import left_padded_batch
 from minivlm.parity.opt import CASES
+from test_llama_parity import test_cache_chunks_equal_one_pass as llama_cache_check
 
 
 def _reference(name="project-in-out-16/loss"):
@@ -41,18 +42,10 @@ def test_hub_spelling_decoder_prefix():
     assert diff[mask.bool()].abs().max() <= FP32_TOLERANCE
 
 
-@torch.no_grad()
 def test_cache_chunks_equal_one_pass(pair):
-    """Chunks through the KV cache: positions still come from the mask (cumsum), as in one pass."""
-    ours, _ = pair
-    ids, mask = left_padded_batch(ours.config.vocab_size, torch.Generator().manual_seed(3), lengths=(12, 7, 10))
-    full = ours(input_ids=ids, attention_mask=mask).logits
-    out, pieces = None, []
-    for start, stop in [(0, 5), (5, 9), (9, 10), (10, 12)]:
-        out = ours(input_ids=ids[:, start:stop], attention_mask=mask[:, :stop],
-                   past_key_values=out.past_key_values if out else None, use_cache=True)
-        pieces.append(out.logits)
-    assert (torch.cat(pieces, 1) - full)[mask.bool()].abs().max() <= 1e-5
+    """LLaMA's check on OPT: fed in chunks through the KV cache, positions still come from the mask
+    (cumsum) and the logits equal one pass."""
+    llama_cache_check(pair)
 
 
 @torch.no_grad()
