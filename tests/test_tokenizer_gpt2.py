@@ -70,3 +70,19 @@ def test_batch_padding_truncation_equal_hf(gpt2_dirs, kwargs):
     ours = weights_convert.load_tokenizer(gpt2_dirs[0])
     assert_batch_equal_hf(hf, ours, ["Hello world!", "a photo of a red circle and a blue square and more words",
                                      "東京 😀", ""], kwargs)
+
+
+def test_blip2_image_token(gpt2_dirs, tmp_path):
+    """BLIP-2's tokenizer is OPT's plus an added special <image>; the processor writes it num_query_tokens
+    times before the text, tokenized without special tokens, then the text with </s> first."""
+    hf = transformers.AutoTokenizer.from_pretrained(gpt2_dirs[0])
+    hf.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    hf.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    ours = weights_convert.load_tokenizer(tmp_path)
+    image_id = hf.convert_tokens_to_ids("<image>")
+    for text in ("<image>" * 4, "<image><image>a photo of", "Question: what is <image>? Answer:"):
+        assert ours.encode(text, add_special_tokens=False) == hf(text, add_special_tokens=False).input_ids
+        assert ours.encode(text) == hf(text).input_ids
+    assert ours.encode("<image>" * 4, add_special_tokens=False) == [image_id] * 4
+    assert ours.decode([image_id, 5], skip_special_tokens=True) == hf.decode([image_id, 5], skip_special_tokens=True)
