@@ -20,7 +20,12 @@ def itc_loss(image_feat, text_feat, temperature):
     if image_feat.shape != text_feat.shape or image_feat.dim() != 2:
         raise ValueError(f"itc_loss needs image and text features of one shape (N, E), "
                          f"got {tuple(image_feat.shape)} and {tuple(text_feat.shape)}")
-    sim_i2t = image_feat @ text_feat.t() / temperature  # (N, N)
+    return contrastive_loss(image_feat @ text_feat.t() / temperature)  # (N, N)
+
+
+def contrastive_loss(sim_i2t):
+    """sim_i2t (N, N) logits, image i's true text at column i: the mean of the image->text and
+    text->image cross-entropies. BLIP-2 feeds it max-over-queries similarities (models/blip2_pretrain.py)."""
     targets = torch.arange(sim_i2t.shape[0], device=sim_i2t.device)
     return (F.cross_entropy(sim_i2t, targets) + F.cross_entropy(sim_i2t.t(), targets)) / 2
 

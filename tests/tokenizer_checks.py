@@ -20,3 +20,17 @@ def assert_batch_equal_hf(hf, ours, texts, settings):
     assert torch.equal(got["input_ids"], expected["input_ids"])
     assert torch.equal(got["attention_mask"], expected["attention_mask"])
     assert ours(texts[0], **settings)["input_ids"] == hf(texts[0], **settings)["input_ids"]
+
+
+def assert_encode_decode_equal_hf(hf, ours, texts):
+    """Ids with and without special tokens, decoding with and without them and cut at every length
+    (e.g. inside a multi-byte character), and the special ids."""
+    for text in texts:
+        ids = hf(text).input_ids
+        assert ours.encode(text) == ids, text
+        assert ours.encode(text, add_special_tokens=False) == hf(text, add_special_tokens=False).input_ids
+        for skip in (False, True):
+            assert ours.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip), text
+        for k in range(len(ids)):
+            assert ours.decode(ids[:k]) == hf.decode(ids[:k])
+    assert (ours.bos_token_id, ours.eos_token_id, ours.pad_token_id) == (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id)

@@ -23,6 +23,7 @@ TRAINERS = {
     "siglip": "minivlm.train.dual_encoder:run",
     "blip": "minivlm.train.blip:run",
     "llava": "minivlm.train.llava:run",
+    "blip2": "minivlm.train.blip2:run",
 }
 
 

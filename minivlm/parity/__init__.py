@@ -4,7 +4,7 @@ import importlib
 from .harness import FP32_TOLERANCE, ParityCase, assert_parity, check_case, format_table, run_case
 
 # One module per family, each with a CASES list. A new family adds its name here.
-FAMILIES = ["vit", "llama", "mistral", "qwen2", "blip", "llava", "clip", "siglip", "llava_next",
+FAMILIES = ["vit", "llama", "mistral", "qwen2", "opt", "blip", "blip2", "llava", "clip", "siglip", "llava_next",
             "llava_onevision", "qwen2_vl"]
 
 

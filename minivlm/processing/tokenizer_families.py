@@ -5,6 +5,8 @@
   <|startoftext|> ... <|endoftext|> around every text. Decoding turns "</w>" back into spaces.
 - Llama 2 (HF LlamaTokenizer, SentencePiece-style BPE): spaces become "▁", one "▁" prefixed to the
   text, no splitting into words; characters missing from the vocabulary fall back to <0xNN> bytes.
+- GPT-2 (HF GPT2Tokenizer, OPT's and so BLIP-2's): byte-level BPE with no normaliser, GPT-2's word
+  regex (spaces stay glued to the next word), no unk token; OPT's files set add_bos_token (</s> first).
 - BERT (HF BertTokenizer, BLIP's text side): WordPiece, rebuilt from the vocabulary like the two
   above (wordpiece.py); a tokenizer.json with a WordPiece model and no such class is read as is.
 - Any other tokenizer.json (Llama 3's PreTrainedTokenizerFast): its own components, read as is.
@@ -61,6 +63,14 @@ def llama_tokenizer(vocab, merges, template=("A",), add_prefix_space=True, legac
                                              "split": False}),
                      decoder_from_json({"type": "Sequence", "decoders": decoders}), template=template,
                      bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, **kwargs)
+
+
+def gpt2_tokenizer(vocab, merges, template=("A",), add_prefix_space=False, **kwargs):
+    """HF GPT2Tokenizer's pipeline: ByteLevel pre-tokenizer (GPT-2's regex), plain BPE, ByteLevel decoder."""
+    return Tokenizer(BPE(vocab, merges), normalizer_from_json(None),
+                     pretokenizer_from_json({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
+                                             "use_regex": True}),
+                     decoder_from_json({"type": "ByteLevel"}), template=template, **kwargs)
 
 
 def bpe_from_json(model):

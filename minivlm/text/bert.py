@@ -60,13 +60,15 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, input_ids, position_ids):  # (B, L), (B|1, L) -> (B, L, D)
+    def text_embed(self, input_ids, position_ids):  # (B, L), (B|1, L) -> (B, L, D), before the norm
         top = int(position_ids.max()) if position_ids.numel() else 0
         if top >= self.max_positions:
             raise ValueError(f"position {top} is past the position table of {self.max_positions} entries "
                              f"(max_position_embeddings); shorten the text")
-        x = lookup_tokens(self.word_embeddings, input_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.norm(x))
+        return lookup_tokens(self.word_embeddings, input_ids) + self.position_embeddings(position_ids)
+
+    def forward(self, input_ids, position_ids):  # (B, L), (B|1, L) -> (B, L, D)
+        return self.dropout(self.norm(self.text_embed(input_ids, position_ids)))
 
 
 class BertLayer(nn.Module):
@@ -88,12 +90,26 @@ class BertLayer(nn.Module):
 
     def forward(self, x, mask=None, context=None, context_mask=None, cache=None, cross_cache=None):
         """x (B, L, D); context (B, Lc, Dc) or None (unimodal: no cross-attention)."""
-        x = self.self_attn_norm(x + self.dropout(self.self_attn(x, mask=mask, cache=cache)))
+        x = self.self_attend(x, mask, cache)
         if context is not None:
-            if self.cross_attn is None:
-                raise ValueError("encoder_hidden_states given, but this text model has no cross-attention layers")
-            x = self.cross_attn_norm(x + self.dropout(self.cross_attn(x, context, mask=context_mask, cache=cross_cache)))
-        return self.mlp_norm(x + self.dropout(self.mlp(x)))
+            x = self.cross_attend(x, context, context_mask, cross_cache)
+        return self.feed_forward(x, self.mlp, self.mlp_norm)
+
+    # The three post-norm sub-layers, also called one by one by the Q-Former (text/qformer.py).
+    def self_attend(self, x, mask=None, cache=None):
+        return self.self_attn_norm(x + self.dropout(self.self_attn(x, mask=mask, cache=cache)))
+
+    def cross_attend(self, x, context, context_mask=None, cache=None, return_probs=False):
+        """return_probs: also the attention map (B, H, L, Lc), for pictures."""
+        if self.cross_attn is None:
+            raise ValueError("encoder_hidden_states given, but this text model has no cross-attention layers")
+        out = self.cross_attn(x, context, mask=context_mask, cache=cache, return_probs=return_probs)
+        out, probs = out if return_probs else (out, None)
+        x = self.cross_attn_norm(x + self.dropout(out))
+        return (x, probs) if return_probs else x
+
+    def feed_forward(self, x, mlp, norm):
+        return norm(x + self.dropout(mlp(x)))
 
 
 class LMHead(nn.Module):

@@ -48,6 +48,32 @@ def check_inputs(input_ids, inputs_embeds, hidden_size):
         raise ValueError(f"inputs_embeds must be (batch, seq_len, {hidden_size}), got shape {tuple(inputs_embeds.shape)}")
 
 
+def embed_and_cache(model, input_ids, inputs_embeds, attention_mask, past_key_values, use_cache, width):
+    """The preamble every decoder here shares (LLaMA, OPT): the inputs checked, the tokens embedded
+    (B, L, width), a KVCache made when use_cache asks for one, and the mask checked against cached + new
+    positions. Returns x, cache (or None), past (the number of cached positions)."""
+    check_inputs(input_ids, inputs_embeds, width)
+    x = lookup_tokens(model.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds
+    batch, length = x.shape[:2]
+    cache = past_key_values
+    if cache is None and use_cache:
+        cache = KVCache(len(model.layers))
+    past = len(cache) if cache is not None else 0
+    if attention_mask is not None and tuple(attention_mask.shape) != (batch, past + length):
+        raise ValueError(f"attention_mask must be (batch, cached + new positions) = ({batch}, {past + length}), "
+                         f"got shape {tuple(attention_mask.shape)}")
+    return x, cache, past
+
+
+def decoder_mask(length, past, attention_mask, device, window=None):
+    """(B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
+    new query (a decode step) is the last position: causality hides nothing from it, but a sliding
+    window (Mistral, Qwen2) still hides the keys older than the window."""
+    return combine(causal_mask(length, past + length, device=device, window=window)
+                   if length > 1 or window is not None else None,
+                   padding_mask(attention_mask) if attention_mask is not None else None)
+
+
 class LlamaModel(nn.Module):
     """Embedding + decoder layers + final norm -> last_hidden_state (HF's LlamaModel)."""
 
@@ -64,16 +90,9 @@ class LlamaModel(nn.Module):
         """attention_mask (B, past + L): 1 = token, 0 = padding, covering the cached positions too.
         position_ids (B, L): None gives past..past+L-1 for every row, as HF's forward does (generate
         passes positions counted from the mask, so left padding does not shift them)."""
-        check_inputs(input_ids, inputs_embeds, self.config.hidden_size)
-        x = lookup_tokens(self.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+        x, cache, past = embed_and_cache(self, input_ids, inputs_embeds, attention_mask, past_key_values, use_cache,
+                                         self.config.hidden_size)  # x (B, L, D)
         batch, length = x.shape[:2]
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = KVCache(len(self.layers))
-        past = len(cache) if cache is not None else 0
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, past + length):
-            raise ValueError(f"attention_mask must be (batch, cached + new positions) = ({batch}, {past + length}), "
-                             f"got shape {tuple(attention_mask.shape)}")
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=x.device).expand(batch, length)
         elif tuple(position_ids.shape[-2:]) != (batch, length) or position_ids.dim() not in (2, 3):
@@ -81,12 +100,8 @@ class LlamaModel(nn.Module):
             raise ValueError(f"position_ids must be ({batch}, {length}) (or (3, {batch}, {length}) with M-RoPE), "
                              f"got shape {tuple(position_ids.shape)}")
 
-        # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
-        # new query (a decode step) is the last position: causality hides nothing from it, but a
-        # sliding window (Mistral, Qwen2) still hides the keys older than the window.
-        padding = padding_mask(attention_mask) if attention_mask is not None else None
-        masks = {w: combine(causal_mask(length, past + length, device=x.device, window=w)
-                            if length > 1 or w is not None else None, padding)
+        # One mask per distinct window of the layers (Mistral / Qwen2 may mix full and sliding layers).
+        masks = {w: decoder_mask(length, past, attention_mask, x.device, window=w)
                  for w in {self.config.layer_window(i) for i in range(len(self.layers))}}
         rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
         hidden_states = [x] if output_hidden_states else None
@@ -113,13 +128,17 @@ def causal_lm_loss(logits, labels, ignore_index=-100):
 
 
 class LlamaForCausalLM(nn.Module):
-    """LlamaModel + lm_head; `generate` runs minivlm.generation on it (HF's LlamaForCausalLM)."""
+    """LlamaModel + lm_head; `generate` runs minivlm.generation on it (HF's LlamaForCausalLM).
+    OPTForCausalLM (text/opt.py) is this class with another body."""
+
+    body = LlamaModel
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.model = self.body(cfg)
+        # reads the width tokens are embedded at (OPT may embed narrower than its layers run)
+        self.lm_head = nn.Linear(self.model.embed_tokens.embedding_dim, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # one matrix reads and writes tokens
 

@@ -277,6 +277,21 @@ def mean(values):
 
 # --- the recipe ------------------------------------------------------------------------------------
 
+def run_setup(out, clip_run, clip_steps=None, progress=True):
+    """What a recipe on the trained CLIP tower starts from (LLaVA, BLIP-2): the tower (trained first when
+    `clip_run` holds none), the character tokenizer and the tower's image processor, both written into
+    the run folder (a temporary one when out is None) and read back through weights_convert.
+    Returns tower, its HF vision config, the vocabulary size, tokenizer, processor."""
+    tower, processor_cfg, hf_vision = clip_tower(clip_run, clip_steps, progress)
+    import weights_convert
+    # Under torchrun only rank 0 writes into `out`; the others keep their tokenizer in a folder of their own.
+    folder = Path(out) if out is not None and distributed.is_main() else Path(tempfile.mkdtemp(prefix="minivlm-run-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_tiny_tokenizer(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
+    return tower, hf_vision, vocab_size, weights_convert.load_tokenizer(folder), weights_convert.load_image_processor(folder)
+
+
 def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=True, eval_count=150,
                 lm=TINY_LM, train_options=None, **recipe):
     """Train a tiny LLaVA in two stages; save it to `out` (if given). recipe overrides RECIPE's
@@ -288,14 +303,7 @@ def train_llava(out=None, clip_run="runs/clip", seed=0, device="cpu", progress=T
     r = dict(RECIPE, **recipe)
     options = dict(train_options or {}, loss_weight=trained_tokens)  # accumulated micro-batches count by tokens
     torch.manual_seed(seed)
-    tower, processor_cfg, hf_vision = clip_tower(clip_run, r["clip_steps"], progress)
-    import weights_convert
-    # Under torchrun only rank 0 writes into `out`; the others keep their tokenizer in a folder of their own.
-    tok_dir = Path(out) if out is not None and distributed.is_main() else Path(tempfile.mkdtemp(prefix="minivlm-llava-"))
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    vocab_size = write_tiny_tokenizer(tok_dir)
-    (tok_dir / "preprocessor_config.json").write_text(json.dumps(processor_cfg, indent=2) + "\n")
-    tokenizer, processor = weights_convert.load_tokenizer(tok_dir), weights_convert.load_image_processor(tok_dir)
+    tower, hf_vision, vocab_size, tokenizer, processor = run_setup(out, clip_run, r["clip_steps"], progress)
     model = build_llava(tower, vocab_size, lm, seed, r["feature_layer"], r["select"])
     world = ShapesWorld(image_size=tower.config.image_size, max_shapes=r["max_shapes"], seed=seed)
     collator = LlavaCollator(model.config.text_config.pad_token_id, image_token_id=model.config.image_token_index)
