@@ -31,9 +31,13 @@ def test_every_recipe_is_shipped_in_float32_under_10_mb():
     assert total < 10e6, f"shipped models weigh {total / 1e6:.1f} MB"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_loads_strictly_and_equals_transformers(name):
-    assert_parity(CASES[name]())   # fp32 budget on every field, greedy ids equal where it generates
+@pytest.mark.parametrize("case", CASES)
+def test_loads_strictly_and_equals_transformers(case):
+    assert_parity(CASES[case]())   # fp32 budget on every field, greedy ids equal where it generates
+
+
+def test_every_shipped_model_has_a_parity_case():
+    assert {Path(make().folder).name for make in CASES.values()} == set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -54,6 +58,10 @@ def test_recorded_figures_are_real_learning():
     """What the cards promise, well above chance, and the held-out split of CLIP is compositional."""
     clip = pretrained.record("shapes-clip")["counts"]
     assert clip["held_out"]["zero_shot"]["correct"] / clip["held_out"]["zero_shot"]["total"] > 0.8  # chance 1/24
+    retrieval = pretrained.record("shapes-blip-retrieval")["counts"]
+    for split in retrieval.values():   # chance: 1/54 and 1/18 for R@1, 1/2 for a pair
+        assert split["t2i_itc"]["correct"] / split["t2i_itc"]["total"] > 0.8
+        assert split["itm_pairs"]["correct"] / split["itm_pairs"]["total"] > 0.75
     llava = pretrained.record("shapes-llava")["counts"]["seen"]
     for kind in ("color", "shape", "count"):
         assert llava[kind]["correct"] / llava[kind]["total"] > 0.7, kind

@@ -1,7 +1,8 @@
 """python -m minivlm ship MODEL [--run DIR]
 
-Copies a run of `python -m minivlm train MODEL` into the package (minivlm/pretrained/shapes-MODEL/),
-measures it on scenes it never saw and writes its card. See minivlm/pretrained/ship.py.
+Copies a run of `python -m minivlm train MODEL` into the package (minivlm/pretrained/shapes-MODEL/;
+`blip` also ships its retrieval heads as shapes-blip-retrieval/), measures each folder on scenes it
+never saw and writes its card. See minivlm/pretrained/ship.py.
 """
 
 
@@ -13,6 +14,6 @@ def add_arguments(p):
 
 def run(args):
     from minivlm.pretrained.ship import ship
-    out = ship(args.model, args.run, seed=args.seed)
-    print((out / "README.md").read_text())
+    for out in ship(args.model, args.run, seed=args.seed):
+        print((out / "README.md").read_text())
     return 0

@@ -5,6 +5,7 @@ files, preprocessor_config.json) with a card (README.md) and its held-out figure
 
     shapes-clip    `train clip`  : zero-shot on colour/shape combinations it never saw
     shapes-blip    `train blip`  : the captioner (BlipForConditionalGeneration)
+    shapes-blip-retrieval        : the same run's ITC + ITM heads (BlipForImageTextRetrieval): search, re-ranking
     shapes-llava   `train llava` : answers colour / shape / count / position questions about a scene
 
     import weights_convert, minivlm.pretrained as pretrained
@@ -18,8 +19,8 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).parent
-# name -> the recipe (`python -m minivlm train <recipe>`) that makes it
-RECIPES = {"shapes-clip": "clip", "shapes-blip": "blip", "shapes-llava": "llava"}
+# name -> the recipe (`python -m minivlm train <recipe>`) that makes it; one run may make several
+RECIPES = {"shapes-clip": "clip", "shapes-blip": "blip", "shapes-blip-retrieval": "blip", "shapes-llava": "llava"}
 
 
 def available():

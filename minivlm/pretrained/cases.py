@@ -22,9 +22,9 @@ def _scenes(max_shapes=1, image_size=32):
 
 
 def _reference(name, arch):
-    def build():
+    def build(dtype=torch.float32):   # the checkpoint harness (parity/checkpoint.py) loads it in the compared dtype
         import transformers
-        return getattr(transformers, arch).from_pretrained(path(name), dtype=torch.float32).eval()
+        return getattr(transformers, arch).from_pretrained(path(name), dtype=dtype).eval()
     return build
 
 
@@ -63,6 +63,26 @@ def blip_case():
                       generate_inputs=lambda inputs: {"pixel_values": inputs["pixel_values"]})
 
 
+def blip_retrieval_case(use_itm_head):
+    """ITM: P(match) logits of each (scene, caption) pair, the text read with [ENC] and cross-attention
+    into its image; ITC: the (images, texts) cosine matrix of the unimodal encoders. One caption is
+    shorter (padded) and one belongs to no scene of the batch (a mismatch for ITM)."""
+    from ..train.blip import BlipShapesTokenizer, with_first_token
+    tokenizer = BlipShapesTokenizer()
+
+    def make_inputs(reference, generator):
+        scenes = _scenes()
+        text = tokenizer([s.caption for s in scenes[:-1]] + ["a red triangle"])
+        ids = with_first_token(text["input_ids"], tokenizer.enc_token_id) if use_itm_head else text["input_ids"]
+        return {"pixel_values": _pixels("shapes-blip-retrieval", scenes), "input_ids": ids,
+                "attention_mask": text["attention_mask"], "use_itm_head": use_itm_head}
+
+    head = "ITM" if use_itm_head else "ITC"
+    return ParityCase("shipped", f"shapes-blip-retrieval {head}",
+                      _reference("shapes-blip-retrieval", "BlipForImageTextRetrieval"), make_inputs,
+                      ("itm_score", "question_embeds", "last_hidden_state"), folder=str(path("shapes-blip-retrieval")))
+
+
 def llava_case():
     """Questions in the training chat format, left-padded to one batch, one image each: the logits at
     real positions, then the greedy replies."""
@@ -91,4 +111,7 @@ def llava_case():
                       valid_positions=lambda inputs: inputs["attention_mask"].bool())
 
 
-CASES = {"shapes-clip": clip_case, "shapes-blip": blip_case, "shapes-llava": llava_case}
+# case name -> case; a model with two heads (BLIP retrieval: ITM and ITC) has a case per head
+CASES = {"shapes-clip": clip_case, "shapes-blip": blip_case,
+         "shapes-blip-retrieval ITM": lambda: blip_retrieval_case(True),
+         "shapes-blip-retrieval ITC": lambda: blip_retrieval_case(False), "shapes-llava": llava_case}

@@ -77,7 +77,41 @@ def llava_counts(folder, count=40):
     return out
 
 
-COUNTS = {"shapes-clip": clip_counts, "shapes-blip": blip_counts, "shapes-llava": llava_counts}
+def _one_word_off(scene, i):
+    """A hard negative: the scene's caption with its colour (even i) or its shape (odd i) changed."""
+    from ..data.shapes import COLORS, SHAPES
+    shape = scene.shapes[0]
+    words = list(COLORS) if i % 2 == 0 else list(SHAPES)
+    old = shape.color if i % 2 == 0 else shape.kind
+    new = words[(words.index(old) + 1) % len(words)]
+    return scene.caption.replace(f" {old} ", f" {new} ", 1)   # "a red circle on the left": both mid-caption
+
+
+@torch.no_grad()
+def blip_retrieval_counts(folder, count=200):
+    """R@1 text->image and image->text among every distinct caption of the split (54 seen, all 18
+    held-out) by ITC cosine, and after the ITM head re-ranks ITC's top 8 (train/blip.py's
+    retrieval_recall); and ITM as a classifier: each of `count` scenes with its caption must score
+    P(match) > 0.5, and with that caption one word off (colour or shape) < 0.5 (2 * count pairs)."""
+    from ..train.blip import BlipShapesTokenizer, match_probability, retrieval_recall
+    model, processor = _load(folder)
+    tokenizer = _shapes_tokenizer(folder, BlipShapesTokenizer())
+    world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
+    out = {}
+    for (name, split), queries in zip(SPLITS, (54, 18)):
+        recall = retrieval_recall(model, tokenizer, world, processor, split, queries, k=8)
+        out[name] = {k: {"correct": round(recall[k] * queries), "total": queries}
+                     for k in ("t2i_itc", "i2t_itc", "t2i_itm", "i2t_itm")}
+        scenes = world.scenes(count, split, start=EVAL_START)
+        images = model.encode_image(processor([s.image for s in scenes])["pixel_values"]).last_hidden_state
+        match = match_probability(model, tokenizer, images, [s.caption for s in scenes])
+        off = match_probability(model, tokenizer, images, [_one_word_off(s, i) for i, s in enumerate(scenes)])
+        out[name]["itm_pairs"] = {"correct": int((match > 0.5).sum() + (off < 0.5).sum()), "total": 2 * count}
+    return out
+
+
+COUNTS = {"shapes-clip": clip_counts, "shapes-blip": blip_counts, "shapes-blip-retrieval": blip_retrieval_counts,
+          "shapes-llava": llava_counts}
 
 
 def measure(name, folder):

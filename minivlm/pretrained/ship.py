@@ -14,33 +14,48 @@ from pathlib import Path
 from . import RECIPES, ROOT
 from .heldout import margin, measure
 
-# recipe -> (the run's HF folder inside runs/<recipe>, files copied from it, files copied from the run itself)
+# shipped name -> (its HF folder inside runs/<recipe>, files copied from it, files copied from the run itself)
+HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 LAYOUT = {
-    "clip": ("", ("config.json", "model.safetensors", "preprocessor_config.json"), ("shapes_vocab.json",)),
-    "blip": ("captioner", ("config.json", "model.safetensors", "preprocessor_config.json"), ("shapes_vocab.json",)),
-    "llava": ("", ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
-                   "tokenizer_config.json"), ()),
+    "shapes-clip": ("", HF_FILES, ("shapes_vocab.json",)),
+    "shapes-blip": ("captioner", HF_FILES, ("shapes_vocab.json",)),
+    "shapes-blip-retrieval": ("retrieval", HF_FILES, ("shapes_vocab.json",)),
+    "shapes-llava": ("", HF_FILES + ("tokenizer.json", "tokenizer_config.json"), ()),
 }
 ABOUT = {
     "shapes-clip": ("CLIPModel", "a tiny CLIP (ViT 2 layers x 64 wide, 4x4-pixel patches of a 32x32 image; text "
                     "transformer 2 x 64 over the shapes world's 38 words) trained contrastively from scratch",
                     "zero_shot: the scene's \"colour shape\" ranks first among all 24 names (chance 1/24), "
-                    "with the recipe's prompt ensemble"),
+                    "with the recipe's prompt ensemble", "240"),
     "shapes-blip": ("BlipForConditionalGeneration", "the captioner of a tiny BLIP (ViT 2 x 64, 8x8-pixel patches "
                     "of a 32x32 image; BERT-style text 2 x 64) pre-trained from scratch with ITC + ITM + LM",
-                    "greedy caption: exact = the whole caption right; color / shape / where = that word right"),
+                    "greedy caption: exact = the whole caption right; color / shape / where = that word right", "200"),
+    "shapes-blip-retrieval": ("BlipForImageTextRetrieval", "the retrieval heads of the same tiny BLIP run as "
+                              "shapes-blip (its ViT and BERT-style text encoder, the ITC projections and the ITM "
+                              "head); minivlm.retrieval searches with its ITC features and re-ranks with its ITM head",
+                              "t2i / i2t: R@1 text->image and image->text among every distinct caption of the split, "
+                              "by ITC cosine, then (_itm) after the ITM head re-ranks ITC's top 8; itm_pairs: each "
+                              "scene with its caption scores P(match) > 0.5 and with that caption one word off "
+                              "(colour or shape) < 0.5", "54 / 18 distinct captions (R@1) and 200 (2 x 200 pairs)"),
     "shapes-llava": ("LlavaForConditionalGeneration", "a tiny LLaVA: the shapes-clip recipe's vision tower "
                      "(frozen), a 2-layer projector and a 2-layer Llama (64 wide, GQA 4/2) over a character "
                      "vocabulary, trained in LLaVA's two stages",
-                     "each question of a scene of one or two shapes, asked alone; the greedy reply must equal the answer"),
+                     "each question of a scene of one or two shapes, asked alone; the greedy reply must equal the answer",
+                     "40"),
 }
 
 
 def ship(recipe, run=None, root=ROOT, seed=0):
-    """Copy runs/<recipe> (or `run`) into root/<name>, measure it, write evaluation.json and README.md."""
-    name = next(n for n, r in RECIPES.items() if r == recipe)
+    """Ship every model the run of `recipe` makes (`train blip`: shapes-blip and shapes-blip-retrieval);
+    returns their folders."""
+    return [ship_one(name, run, root, seed) for name, r in RECIPES.items() if r == recipe]
+
+
+def ship_one(name, run=None, root=ROOT, seed=0):
+    """Copy its part of runs/<recipe> (or `run`) into root/<name>, measure it, write evaluation.json and README.md."""
+    recipe = RECIPES[name]
     run = Path(run or Path("runs") / recipe)
-    sub, model_files, run_files = LAYOUT[recipe]
+    sub, model_files, run_files = LAYOUT[name]
     missing = [str(run / sub / f) for f in model_files if not (run / sub / f).is_file()]
     missing += [str(run / f) for f in run_files + ("metrics.json",) if not (run / f).is_file()]
     if missing:
@@ -77,7 +92,7 @@ def _table(figures):
 
 
 def card(name, recipe, seed, figures, folder):
-    arch, what, metric = ABOUT[name]
+    arch, what, metric, scenes = ABOUT[name]
     files = sorted(p.name for p in Path(folder).iterdir() if p.name != "README.md")
     size = sum((Path(folder) / f).stat().st_size for f in files)
     return f"""# {name}
@@ -100,7 +115,7 @@ curve in loss.png.
 
 ## Measured on scenes it never saw
 
-{metric}. Scenes {40 if recipe == "llava" else 240 if recipe == "clip" else 200} per row from index 10**9
+{metric}. Scenes {scenes} per row from index 10**9
 of ShapesWorld(seed 0), far from every training index; one CPU thread.
 
 {_table(figures)}

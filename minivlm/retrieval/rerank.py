@@ -5,7 +5,7 @@ ITC compares two vectors made separately, so one matmul scores a whole gallery; 
 with cross-attention into the image's patch states, one forward per (text, image) pair — too slow
 for a gallery, affordable for k candidates, and better at details (which shape is where).
 
-    reranker = ItmReranker.load("runs/blip/retrieval")
+    reranker = ItmReranker.load(minivlm.pretrained.path("shapes-blip-retrieval"))   # or any BLIP retrieval folder
     hits = reranker.rerank("a red circle on the left", hits, image_of=lambda rec: read_image(rec["path"]))
 """
 from dataclasses import replace
