@@ -82,14 +82,16 @@ def shapes_sample(index=SAMPLE_SCENE, question=SAMPLE_QUESTION, image_size=32, m
 
 
 def load_folder(folder, dtype=torch.float32, device="cpu", reference=True):
-    """(ours, processor, tokenizer, reference or None) from a llava-hf folder: ours strictly through
+    """(ours, processor, tokenizer, reference or None) from a model folder: ours strictly through
     weights_convert, the reference through transformers' own from_pretrained (local files only)."""
     import weights_convert
     ours = weights_convert.load_pretrained(folder, dtype=dtype, device=device)
     ref = None
-    if reference:
-        from transformers import LlavaForConditionalGeneration
-        ref = LlavaForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+    if reference:  # the transformers class config.json names (LLaVA, LLaVA-NeXT, OneVision, Qwen2-VL ...)
+        import transformers
+        from weights_convert.checkpoint import read_config
+        arch = read_config(folder)["architectures"][0]
+        ref = getattr(transformers, arch).from_pretrained(folder, dtype=dtype).to(device).eval()
     return ours, weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder), ref
 
 

@@ -257,17 +257,10 @@ def is_next_checkpoint(folder):
 def run_next(args, dtype, with_reference, scratch):
     """`python -m minivlm trace` for --model llava_next_siglip or a NeXT / OneVision --checkpoint:
     (stages, reference used?, source description)."""
-    import weights_convert
-    from .trace import compare
+    from .trace import compare, load_folder
     if args.checkpoint:
         folder = args.checkpoint
-        ours = weights_convert.load_pretrained(folder, dtype=dtype, device=args.device)
-        processor, tokenizer = weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder)
-        reference = None
-        if with_reference:
-            import transformers
-            arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
-            reference = getattr(transformers, arch).from_pretrained(folder, dtype=dtype).eval()
+        ours, processor, tokenizer, reference = load_folder(folder, dtype, args.device, with_reference)
         source = f"checkpoint {folder}"
     else:
         folder = scratch

@@ -177,18 +177,11 @@ def reference_qwen2_vl(reference, folder, image=None, prompt=None, max_new_token
 
 def run(args, with_reference, scratch):
     """The CLI's Qwen2-VL path: (stages, source description, reference-or-None)."""
-    import weights_convert
-    from .trace import compare
+    from .trace import compare, load_folder
     dtype = getattr(torch, args.dtype)
     if args.checkpoint:
         folder = args.checkpoint
-        ours = weights_convert.load_pretrained(folder, dtype=dtype, device=args.device)
-        processor, tokenizer = weights_convert.load_image_processor(folder), weights_convert.load_tokenizer(folder)
-        reference = None
-        if with_reference:
-            import transformers
-            arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
-            reference = getattr(transformers, arch).from_pretrained(folder, dtype=dtype).eval()
+        ours, processor, tokenizer, reference = load_folder(folder, dtype, args.device, with_reference)
         source = f"checkpoint {folder}"
     else:
         if not with_reference:
