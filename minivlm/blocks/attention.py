@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .fused import split_linear, stack_linears
 from .rotary import apply_rotary
 
 _IMPL = {"name": "sdpa"}
@@ -89,14 +90,39 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * self.head_dim, dim, bias=out_bias)
+        self.qkv_proj = None  # set by fuse(): q_proj, k_proj, v_proj stacked into one matmul
+
+    def qkv_sizes(self):
+        return [self.num_heads * self.head_dim] + [self.num_kv_heads * self.head_dim] * 2
+
+    def project(self, x, source):  # -> q (B, Lq, H*Dh), k and v (B, Lk, H_kv*Dh)
+        if self.qkv_proj is None:
+            return self.q_proj(x), self.k_proj(source), self.v_proj(source)
+        if source is x:  # fused self-attention: one matmul, then the q | k | v columns
+            return self.qkv_proj(x).split(self.qkv_sizes(), dim=-1)
+        # fused, but queries and keys read different streams: two slices of the stacked weight
+        w, b, n = self.qkv_proj.weight, self.qkv_proj.bias, self.qkv_sizes()[0]
+        q = F.linear(x, w[:n], None if b is None else b[:n])
+        k, v = F.linear(source, w[n:], None if b is None else b[n:]).chunk(2, dim=-1)
+        return q, k, v
+
+    def fuse(self, on=True):
+        """One switch between the readable q/k/v projections and one fused matmul (blocks/fused.py).
+        Self-attention only: a cross-attention's k, v read another stream."""
+        if on and self.qkv_proj is None and self.q_proj.in_features == self.k_proj.in_features:
+            self.qkv_proj = stack_linears([self.q_proj, self.k_proj, self.v_proj])
+            del self.q_proj, self.k_proj, self.v_proj
+        elif not on and self.qkv_proj is not None:
+            self.q_proj, self.k_proj, self.v_proj = split_linear(self.qkv_proj, self.qkv_sizes())
+            self.qkv_proj = None
 
     def forward(self, x, context=None, mask=None, rope=None, cache=None, return_probs=False):
         """x (B, Lq, D); context (B, Lk, D_kv) or None for self-attention; mask bool (B|1, 1|H, Lq, Lk);
         rope = (cos, sin) each (B, Lq, Dh); cache = a LayerCache that keeps k, v across calls."""
-        source = x if context is None else context
-        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", d=self.head_dim)
-        k = rearrange(self.k_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
-        v = rearrange(self.v_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
+        q, k, v = self.project(x, x if context is None else context)
+        q = rearrange(q, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H, Lq, Dh)
+        k = rearrange(k, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H_kv, Lk, Dh)
+        v = rearrange(v, "b l (h d) -> b h l d", d=self.head_dim)
         if rope is not None:
             q, k = apply_rotary(q, k, *rope)
         if cache is not None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
+from ..blocks.fused import fuse_projections
 from ..blocks.rotary import RotaryEmbedding
 from ..generation import generate, special_token_defaults
 from ..outputs import ModelOutput
@@ -109,6 +110,8 @@ def causal_lm_loss(logits, labels, ignore_index=-100):
 class LlamaForCausalLM(nn.Module):
     """LlamaModel + lm_head; `generate` runs minivlm.generation on it (HF's LlamaForCausalLM)."""
 
+    static_kv_cache = True  # generate() may hand it a preallocated StaticKVCache
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.config = cfg
@@ -119,6 +122,10 @@ class LlamaForCausalLM(nn.Module):
 
     def get_input_embeddings(self):
         return self.model.embed_tokens
+
+    def fuse_projections(self, on=True):
+        """q/k/v and gate/up as one matmul each (on) or the separate HF modules (off): blocks/fused.py."""
+        return fuse_projections(self, on)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, output_hidden_states=False):

@@ -1,0 +1,73 @@
+"""A compiled decode step: one token through the decoder, compiled once by torch.compile.
+
+In eager mode a decode step of a small model is mostly Python and kernel launches: ~20 small ops per
+layer, each costing microseconds while the matmuls themselves are short. torch.compile traces the
+step once and fuses the elementwise work (norms, rotary, SiLU * up, residual adds) into a few
+kernels; on a GPU it can also capture the step as a CUDA graph. It needs every step to have the
+same shapes, so the step attends over the *whole* static cache buffer (B, H_kv, max_len, Dh) and a
+(B, 1, 1, max_len) mask hides the slots not written yet — instead of the growing views the eager
+path uses. The prefill (variable length) stays eager.
+
+    decoder = CompiledDecoder(model)            # LlamaForCausalLM, or LLaVA (its language_model)
+    ids = generate(decoder, input_ids=..., max_new_tokens=n)   # the same tensor as model.generate
+
+CompiledDecoder is a model as generate() sees it: prefill calls go to the eager model, decode calls
+(one new token and a StaticKVCache already filled) to the compiled step.
+"""
+import time
+
+import torch
+
+from ..blocks.masks import padding_mask
+from ..blocks.rotary import rope_cos_sin
+from ..outputs import ModelOutput
+
+
+class CompiledDecoder:
+    static_kv_cache = True  # generate() hands it a StaticKVCache: the fixed buffers the step needs
+
+    def __init__(self, model, compile=True, **compile_options):
+        self.model = model
+        self.decoder = getattr(model, "language_model", model)  # a LlamaForCausalLM
+        self.generation_config = getattr(model, "generation_config", None)
+        self.step = torch.compile(self.decode_step, dynamic=False, **compile_options) if compile else self.decode_step
+        self.compile_seconds = None  # wall time of the first (compiling) call, for the bench
+
+    def decode_step(self, input_ids, position_ids, mask, layers):
+        """input_ids, position_ids (B, 1); mask (B, 1, 1, max_len) bool -> logits (B, 1, V).
+        The same layers as LlamaModel.forward; each layer cache writes its k, v at its `slot`."""
+        body = self.decoder.model
+        x = body.embed_tokens(input_ids)  # (B, 1, D)
+        rope = rope_cos_sin(position_ids, body.rope.inv_freq, x.dtype)  # computed in-graph: no table lookup
+        for layer, cache in zip(body.layers, layers):
+            x = layer(x, mask, rope, cache)
+        return self.decoder.lm_head(body.norm(x))
+
+    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 use_cache=True, **kwargs):
+        cache = past_key_values
+        if cache is None or len(cache) == 0 or input_ids is None or input_ids.shape[1] != 1 or body_is_dynamic(self):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              past_key_values=cache, use_cache=use_cache, **kwargs)
+        layers = cache.layers
+        past, max_len = len(cache), layers[0].k.shape[2]
+        slot = torch.tensor([past], device=input_ids.device)
+        key_mask = torch.zeros(input_ids.shape[0], max_len, dtype=torch.bool, device=input_ids.device)
+        key_mask[:, :past + 1] = attention_mask.bool()  # real tokens written so far; the rest hidden
+        for layer in layers:
+            layer.slot = slot
+        start = time.perf_counter()
+        try:
+            logits = self.step(input_ids, position_ids, padding_mask(key_mask), layers)
+        finally:
+            for layer in layers:
+                layer.slot = None
+                layer.length += 1
+        if self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - start
+        return ModelOutput(logits=logits, past_key_values=cache)
+
+
+def body_is_dynamic(decoder):
+    """Dynamic-NTK RoPE changes its frequencies with the length: the fixed-shape step cannot hold it."""
+    return decoder.decoder.model.rope.dynamic
