@@ -26,7 +26,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x):  # (..., in) -> (..., out)
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and self.in_features % 16 == 0:  # the kernel's blocking (others crash)
             # torch's CPU kernel for exactly this (int8 weights, per-row scales) reads the int8 bytes
             # directly; it is fast for bf16 activations, so fp32 ones take that route too (their
             # rounding to bf16, 2^-9 relative, is below the weights' own int8 rounding).
