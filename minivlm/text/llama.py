@@ -33,8 +33,8 @@ class DecoderLayer(nn.Module):
         self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, act=cfg.hidden_act, bias=cfg.mlp_bias)
 
-    def forward(self, x, mask, rope, cache=None):  # (B, L, D) -> (B, L, D)
-        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache)
+    def forward(self, x, mask, rope, cache=None, causal=False):  # (B, L, D) -> (B, L, D)
+        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal)
         return x + self.mlp(self.norm2(x))
 
 
@@ -81,12 +81,16 @@ class LlamaModel(nn.Module):
 
         # (B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
         # new query (a decode step) is the last position: causality hides nothing from it.
-        mask = combine(causal_mask(length, past + length, device=x.device) if length > 1 else None,
-                       padding_mask(attention_mask) if attention_mask is not None else None)
+        # Without padding no mask tensor is built: a prompt uses sdpa's own causal kernel (as HF's
+        # sdpa path does), a decode step needs no mask at all.
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        causal = length > 1 and past == 0 and not padded
+        mask = combine(causal_mask(length, past + length, device=x.device) if length > 1 and not causal else None,
+                       padding_mask(attention_mask) if padded else None)
         rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, rope, cache[i] if cache is not None else None)
+            x = layer(x, mask, rope, cache[i] if cache is not None else None, causal)
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
