@@ -109,9 +109,27 @@ def matmul_flops(fn):
     return counter.get_total_flops()
 
 
-def interleave(fns, repeats, device):
-    """{name: fn} -> {name: [seconds ...]} timed round-robin, after one warm-up call each."""
-    outs = {name: fn() for name, fn in fns.items()}  # warm-up, and the outputs to compare
+def peak_memory(fn, device):
+    """(output, bytes allocated above what was already held at the call's peak) on CUDA; None on CPU,
+    where torch keeps no such count."""
+    if torch.device(device).type != "cuda":
+        return fn(), None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, torch.cuda.max_memory_allocated() - base
+
+
+def interleave(fns, repeats, device, memory=None):
+    """{name: fn} -> {name: [seconds ...]} timed round-robin, after one warm-up call each (whose peak
+    memory goes into `memory` when given)."""
+    outs = {}
+    for name, fn in fns.items():  # warm-up, and the outputs to compare
+        outs[name], peak = peak_memory(fn, device)
+        if memory is not None:
+            memory[name] = peak
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -143,7 +161,7 @@ def bench_forward(workload, build, inputs, dtype, device, repeats, limits):
     for name in fns:
         diff = (outs[name][field].float() - ref).abs().max().item()
         rows.append(row(workload, name, times[name], "ms", None, lambda s: flops / s / peak,
-                        note=f"max|diff| {field} {diff:.1e}; {flops / 1e9:.1f} GFLOP"))
+                        note=f"max|diff| {field} {diff:.1e}; {flops / 1e9:.2f} GFLOP"))
     return rows
 
 
@@ -167,7 +185,8 @@ def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, dtype
         step = lambda: generate(decoder, input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens)
         variants["minivlm fused+compiled"] = (step, weight_bytes(fused))
     with torch.no_grad():
-        times, outs = interleave({name: fn for name, (fn, _) in variants.items()}, repeats, device)
+        memory = {}
+        times, outs = interleave({name: fn for name, (fn, _) in variants.items()}, repeats, device, memory)
     if compile:
         compile_note = f"; compile {decoder.compile_seconds:.1f}s (not in tok/s)"
     ref = outs["transformers"]
@@ -177,8 +196,9 @@ def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, dtype
         agree = (new == ref[:, prompt_len:]).float().mean().item()
         rows.append(row(workload, name, times[name], "tok/s", batch * new_tokens,
                         lambda s, b=nbytes: b * new_tokens / s / bandwidth, equal=bool(agree == 1.0),
-                        note=f"{nbytes / 1e6:.0f} MB weights; ids agree {agree:.0%}"
-                        + (compile_note if "compiled" in name else "")))
+                        note=f"{nbytes / 1e6:.1f} MB weights; ids agree {agree:.0%}"
+                        + (compile_note if "compiled" in name else "")
+                        + ("" if memory[name] is None else f"; peak +{memory[name] / 2**20:.0f} MiB")))
     return rows
 
 

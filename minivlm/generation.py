@@ -135,7 +135,10 @@ def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, 
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     step_inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
     step_inputs.update(model_kwargs)
-    cache = StaticKVCache(room=max_new_tokens) if use_cache and static_cache and takes_static_cache(model) else None
+    llama_like = takes_static_cache(model)
+    cache = StaticKVCache(room=max_new_tokens) if use_cache and static_cache and llama_like else None
+    if use_cache and llama_like:  # the prefill needs the last position's logits only (as HF's generate)
+        step_inputs["logits_to_keep"] = 1
     for _ in range(max_new_tokens):
         out = model(**step_inputs, attention_mask=attention_mask, position_ids=position_ids,
                     past_key_values=cache, use_cache=use_cache)

@@ -46,7 +46,8 @@ class CompiledDecoder:
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                  use_cache=True, **kwargs):
         cache = past_key_values
-        if cache is None or len(cache) == 0 or input_ids is None or input_ids.shape[1] != 1 or body_is_dynamic(self):
+        # Prefill, and dynamic-NTK RoPE (its frequencies change with the length), stay eager.
+        if cache is None or len(cache) == 0 or input_ids is None or input_ids.shape[1] != 1 or self.decoder.model.rope.dynamic:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               past_key_values=cache, use_cache=use_cache, **kwargs)
         layers = cache.layers
@@ -54,6 +55,9 @@ class CompiledDecoder:
         slot = torch.tensor([past], device=input_ids.device)
         key_mask = torch.zeros(input_ids.shape[0], max_len, dtype=torch.bool, device=input_ids.device)
         key_mask[:, :past + 1] = attention_mask.bool()  # real tokens written so far; the rest hidden
+        window = getattr(self.decoder.config, "sliding_window", None)
+        if window is not None:  # Mistral's rule: the query at slot `past` sees keys past - window < k <= past
+            key_mask[:, :max(0, past + 1 - window)] = False
         for layer in layers:
             layer.slot = slot
         start = time.perf_counter()
@@ -66,8 +70,3 @@ class CompiledDecoder:
         if self.compile_seconds is None:
             self.compile_seconds = time.perf_counter() - start
         return ModelOutput(logits=logits, past_key_values=cache)
-
-
-def body_is_dynamic(decoder):
-    """Dynamic-NTK RoPE changes its frequencies with the length: the fixed-shape step cannot hold it."""
-    return decoder.decoder.model.rope.dynamic

@@ -43,7 +43,8 @@ def speculative_generate(target, draft, input_ids, max_new_tokens=20, k=4, eos_t
     t_cache = KVCache(len(target.model.layers))
     d_cache = KVCache(len(draft.model.layers))
     # The target caches every token but the last: the last one is fed with the guesses.
-    feed(target, t_cache, tokens[:, :-1]) if prompt_len > 1 else None
+    if prompt_len > 1:
+        feed(target, t_cache, tokens[:, :-1])
     forwards = accepted = 0
     while tokens.shape[1] - prompt_len < max_new_tokens:
         guesses = []
