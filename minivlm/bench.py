@@ -81,15 +81,26 @@ def probes(device, toy=False):
     return out
 
 
-def reference_and_ours(reference, dtype, device):
-    """Save the transformers model, load it back as minivlm's; both moved to `device` in `dtype`."""
+def reference_and_ours(make_reference, dtype, device):
+    """Build the transformers model (seeded, directly in `dtype`), save it, and load both back on
+    `device` as users load them: transformers' from_pretrained(dtype=...) keeps RoPE's inv_freq in
+    fp32 (as ours does), where .to(bfloat16) would round it. make_reference is a function so the
+    first copy is freed before the reload (a 1.1B model is 2.2 GB in bf16)."""
     import weights_convert
-    reference = reference.to(dtype=dtype).eval()
+    torch.manual_seed(0)
+    with default_dtype(dtype):
+        reference = make_reference().eval()
+    cls = type(reference)
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
+        if dtype == torch.float32:
+            reference = reference.to(device)
+        else:
+            del reference
+            reference = cls.from_pretrained(folder, dtype=dtype).to(device).eval()
         with default_dtype(dtype):
             ours = weights_convert.load_pretrained(folder, dtype=dtype, device=device)
-    return reference.to(device), ours
+    return reference, ours
 
 
 def weight_bytes(model):
@@ -218,7 +229,7 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
         start = time.perf_counter()
         if workload == "vision":
             vit = TOY_VIT if toy else VIT_B16
-            ref = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vit, attn_implementation="sdpa"))
+            ref = lambda: transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vit, attn_implementation="sdpa"))
             b = batch_size or 8
             px = torch.randn(b, 3, vit["image_size"], vit["image_size"], device=device, dtype=wdtype)
             rows += bench_forward(workload, lambda: reference_and_ours(ref, wdtype, device), {"pixel_values": px},
@@ -231,7 +242,7 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
                                            text_config=transformers.LlamaConfig(**text), image_token_index=image_token,
                                            image_seq_length=(vit["image_size"] // vit["patch_size"]) ** 2,
                                            attn_implementation="sdpa")
-            ref = transformers.LlavaForConditionalGeneration(cfg)
+            ref = lambda: transformers.LlavaForConditionalGeneration(cfg)
             b, n_img = batch_size or 1, cfg.image_seq_length
             g = torch.Generator().manual_seed(1)
             ids = torch.cat([torch.randint(0, image_token, (b, 20), generator=g), torch.full((b, n_img), image_token),
@@ -242,9 +253,8 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
                                   repeats, limits)
         else:
             shape = TOY_LLAMA if toy else (TINYLLAMA if workload == "decode_1b" else SMOLLM)
-            with default_dtype(wdtype):
-                ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape, attn_implementation="sdpa"))
-            reference, ours = reference_and_ours(ref, wdtype, device)
+            config = transformers.LlamaConfig(**shape, attn_implementation="sdpa")
+            reference, ours = reference_and_ours(lambda: transformers.LlamaForCausalLM(config), wdtype, device)
             prompt = prompt_len or (64 if workload == "decode_1b" else 128)
             new = new_tokens or (32 if workload == "decode_1b" else 64)
             rows += bench_decode(workload, reference, ours, prompt, new, batch_size or 1, wdtype, device, repeats,
