@@ -261,6 +261,9 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
                                  limits, compile)
             del reference, ours
         log(f"{workload}: {time.perf_counter() - start:.0f}s")
+        for r in rows:
+            if r["workload"] == workload:
+                log(f"  {r['impl']}: {r['value']:.1f} {r['unit']} ({r['spread'][0]:.1f}-{r['spread'][1]:.1f}) {r['note']}")
     return {"limits": limits, "rows": rows, "device": device, "torch": torch.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
