@@ -149,12 +149,14 @@ def interleave(fns, repeats, device, memory=None):
 
 
 def row(workload, name, seconds, unit, work, limit, equal=None, note=""):
-    """unit 'ms' (lower is better) or 'tok/s' (work = tokens); limit = the machine's best for this work."""
-    med = statistics.median(seconds)
-    value = med * 1e3 if unit == "ms" else work / med
-    spread = (min(seconds) * 1e3, max(seconds) * 1e3) if unit == "ms" else (work / max(seconds), work / min(seconds))
-    return {"workload": workload, "impl": name, "value": value, "unit": unit, "spread": spread,
-            "of_limit": limit(med) if limit else None, "equal": equal, "note": note}
+    """unit 'ms' (lower is better) or 'tok/s' (work = tokens); limit = the machine's best for this work.
+    The value is the best run: other load on the machine only ever slows a run down (timeit's rule);
+    the median and the spread (worst, best) show how noisy the machine was."""
+    best, med = min(seconds), statistics.median(seconds)
+    show = (lambda t: t * 1e3) if unit == "ms" else (lambda t: work / t)
+    return {"workload": workload, "impl": name, "value": show(best), "median": show(med), "unit": unit,
+            "spread": (show(max(seconds)), show(best)), "of_limit": limit(best) if limit else None,
+            "equal": equal, "note": note}
 
 
 def bench_forward(workload, build, inputs, dtype, device, repeats, limits):
@@ -263,13 +265,13 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
         log(f"{workload}: {time.perf_counter() - start:.0f}s")
         for r in rows:
             if r["workload"] == workload:
-                log(f"  {r['impl']}: {r['value']:.1f} {r['unit']} ({r['spread'][0]:.1f}-{r['spread'][1]:.1f}) {r['note']}")
+                log(f"  {r['impl']}: best {r['value']:.1f} {r['unit']}, median {r['median']:.1f}, worst {r['spread'][0]:.1f}; {r['note']}")
     return {"limits": limits, "rows": rows, "device": device, "torch": torch.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
 
 def format_table(result):
-    lines = ["| workload | implementation | value | spread | vs transformers | of limit | ids equal | note |",
+    lines = ["| workload | implementation | best | median (worst) | vs transformers | of limit | ids equal | note |",
              "|---|---|---|---|---|---|---|---|"]
     base = {r["workload"]: r["value"] for r in result["rows"] if r["impl"] == "transformers"}
     for r in result["rows"]:
@@ -278,7 +280,7 @@ def format_table(result):
         of_limit = "" if r["of_limit"] is None else f"{r['of_limit']:.0%}"
         equal = "" if r["equal"] is None else ("yes" if r["equal"] else "no")
         lines.append(f"| {r['workload']} | {r['impl']} | {r['value']:.1f} {r['unit']} | "
-                     f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f} | {ratio:.2f}x | {of_limit} | {equal} | {r['note']} |")
+                     f"{r['median']:.1f} ({r['spread'][0]:.1f}) | {ratio:.2f}x | {of_limit} | {equal} | {r['note']} |")
     lim = result["limits"]
     lines.append("")
     lines.append("limits: " + "; ".join(f"{k} matvec {v['matvec_GBps']:.1f} GB/s, matmul {v['matmul_GFLOPs']:.0f} GFLOP/s"
