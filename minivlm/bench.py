@@ -148,20 +148,20 @@ def interleave(fns, repeats, device, memory=None):
     return times, outs
 
 
-def row(workload, name, seconds, unit, work, limit, equal=None, note=""):
-    """unit 'ms' (lower is better) or 'tok/s' (work = tokens); limit = the machine's best for this work.
+def row(workload, name, seconds, unit, work, rate, equal=None, note=""):
+    """unit 'ms' (lower is better) or 'tok/s' (work = tokens); rate(seconds) = (achieved bytes/s or
+    FLOP/s, "bandwidth" or "compute"): set against the machine's limits at the end of the run.
     The value is the best run: other load on the machine only ever slows a run down (timeit's rule);
     the median and the spread (worst, best) show how noisy the machine was."""
     best, med = min(seconds), statistics.median(seconds)
     show = (lambda t: t * 1e3) if unit == "ms" else (lambda t: work / t)
     return {"workload": workload, "impl": name, "value": show(best), "median": show(med), "unit": unit,
-            "spread": (show(max(seconds)), show(best)), "of_limit": limit(best) if limit else None,
+            "spread": (show(max(seconds)), show(best)), "rate": rate(best), "of_limit": None,
             "equal": equal, "note": note}
 
 
-def bench_forward(workload, build, inputs, dtype, device, repeats, limits):
+def bench_forward(workload, build, inputs, dtype, device, repeats):
     reference, ours = build()
-    peak = limits[str(dtype).replace("torch.", "")]["matmul_GFLOPs"] * 1e9
     fused = fuse_projections(copy.deepcopy(ours))
     fns = {"transformers": lambda: reference(**inputs), "minivlm": lambda: ours(**inputs),
            "minivlm fused": lambda: fused(**inputs)}
@@ -173,16 +173,15 @@ def bench_forward(workload, build, inputs, dtype, device, repeats, limits):
     rows = []
     for name in fns:
         diff = (outs[name][field].float() - ref).abs().max().item()
-        rows.append(row(workload, name, times[name], "ms", None, lambda s: flops / s / peak,
+        rows.append(row(workload, name, times[name], "ms", None, lambda s: (flops / s, "compute"),
                         note=f"max|diff| {field} {diff:.1e}; {flops / 1e9:.2f} GFLOP"))
     return rows
 
 
-def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, dtype, device, repeats, limits, compile):
+def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, device, repeats, compile):
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, reference.config.vocab_size, (batch, prompt_len), generator=gen).to(device)
     mask = torch.ones_like(ids)
-    bandwidth = limits[str(dtype).replace("torch.", "")]["matvec_GBps"] * 1e9
     hf = lambda: reference.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
                                     min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
     mine = lambda model: (lambda: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
@@ -208,7 +207,7 @@ def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, dtype
         new = outs[name][:, prompt_len:]
         agree = (new == ref[:, prompt_len:]).float().mean().item()
         rows.append(row(workload, name, times[name], "tok/s", batch * new_tokens,
-                        lambda s, b=nbytes: b * new_tokens / s / bandwidth, equal=bool(agree == 1.0),
+                        lambda s, b=nbytes: (b * new_tokens / s, "bandwidth"), equal=bool(agree == 1.0),
                         note=f"{nbytes / 1e6:.1f} MB weights; ids agree {agree:.0%}"
                         + (compile_note if "compiled" in name else "")
                         + ("" if memory[name] is None else f"; peak +{memory[name] / 2**20:.0f} MiB")))
@@ -235,7 +234,7 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
             b = batch_size or 8
             px = torch.randn(b, 3, vit["image_size"], vit["image_size"], device=device, dtype=wdtype)
             rows += bench_forward(workload, lambda: reference_and_ours(ref, wdtype, device), {"pixel_values": px},
-                                  wdtype, device, repeats, limits)
+                                  wdtype, device, repeats)
         elif workload == "prefill":
             vit = dict(TOY_VIT, image_size=28, patch_size=7) if toy else dict(VIT_B16, image_size=336, patch_size=14)
             text = TOY_LLAMA if toy else SMOLLM
@@ -252,34 +251,47 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
             px = torch.randn(b, 3, vit["image_size"], vit["image_size"], device=device, dtype=wdtype)
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": px, "logits_to_keep": 1}
             rows += bench_forward(workload, lambda: reference_and_ours(ref, wdtype, device), inputs, wdtype, device,
-                                  repeats, limits)
+                                  repeats)
         else:
             shape = TOY_LLAMA if toy else (TINYLLAMA if workload == "decode_1b" else SMOLLM)
             config = transformers.LlamaConfig(**shape, attn_implementation="sdpa")
             reference, ours = reference_and_ours(lambda: transformers.LlamaForCausalLM(config), wdtype, device)
             prompt = prompt_len or (64 if workload == "decode_1b" else 128)
             new = new_tokens or (32 if workload == "decode_1b" else 64)
-            rows += bench_decode(workload, reference, ours, prompt, new, batch_size or 1, wdtype, device, repeats,
-                                 limits, compile)
+            rows += bench_decode(workload, reference, ours, prompt, new, batch_size or 1, device, repeats, compile)
             del reference, ours
+        for r in rows:
+            r.setdefault("dtype", str(wdtype).replace("torch.", ""))
         log(f"{workload}: {time.perf_counter() - start:.0f}s")
         for r in rows:
             if r["workload"] == workload:
                 log(f"  {r['impl']}: best {r['value']:.1f} {r['unit']}, median {r['median']:.1f}, worst {r['spread'][0]:.1f}; {r['note']}")
+    # The probes again at the end, the better of the two kept: other load only ever lowers them.
+    # Bandwidth is bytes per second whatever their dtype: the best matrix-vector probe bounds decode;
+    # compute is per dtype (bf16 runs on AMX tiles on this CPU, fp32 does not).
+    end = probes(device, toy)
+    for name in limits:
+        for key in limits[name]:
+            limits[name][key] = max(limits[name][key], end[name][key])
+    bandwidth = max(v["matvec_GBps"] for v in limits.values()) * 1e9
+    for r in rows:
+        achieved, kind = r.pop("rate")
+        r["of_limit"] = achieved / (bandwidth if kind == "bandwidth" else
+                                    limits[r["dtype"]]["matmul_GFLOPs"] * 1e9)
     return {"limits": limits, "rows": rows, "device": device, "torch": torch.__version__,
             "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
 
 def format_table(result):
-    lines = ["| workload | implementation | best | median (worst) | vs transformers | of limit | ids equal | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| workload | dtype | implementation | best | median (worst) | vs transformers | of limit | ids equal | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     base = {r["workload"]: r["value"] for r in result["rows"] if r["impl"] == "transformers"}
     for r in result["rows"]:
         b = base[r["workload"]]
         ratio = b / r["value"] if r["unit"] == "ms" else r["value"] / b  # > 1: faster than transformers
         of_limit = "" if r["of_limit"] is None else f"{r['of_limit']:.0%}"
         equal = "" if r["equal"] is None else ("yes" if r["equal"] else "no")
-        lines.append(f"| {r['workload']} | {r['impl']} | {r['value']:.1f} {r['unit']} | "
+        lines.append(f"| {r['workload']} | {r['dtype']} | {r['impl']} | {r['value']:.1f} {r['unit']} | "
                      f"{r['median']:.1f} ({r['spread'][0]:.1f}) | {ratio:.2f}x | {of_limit} | {equal} | {r['note']} |")
     lim = result["limits"]
     lines.append("")
