@@ -174,7 +174,7 @@ def bench_forward(workload, build, inputs, dtype, device, repeats):
     for name in fns:
         diff = (outs[name][field].float() - ref).abs().max().item()
         rows.append(row(workload, name, times[name], "ms", None, lambda s: (flops / s, "compute"),
-                        note=f"max|diff| {field} {diff:.1e}; {flops / 1e9:.2f} GFLOP"))
+                        note=f"max abs diff {field} {diff:.1e}; {flops / 1e9:.2f} GFLOP"))
     return rows
 
 
