@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "parity": "compare every supported family (or a local checkpoint) with the transformers reference",
     "train": "train a tiny model from scratch on the synthetic shapes world (clip, siglip, blip, llava)",
+    "bench": "time minivlm against transformers on the same weights, with this machine's measured limits",
     "trace": "follow one image + prompt through LLaVA, stage by stage, with shapes and the HF reference",
     "ship": "copy a trained run into the package as a shipped model (minivlm/pretrained), with its card",
     "index": "embed a folder of images and/or texts with a dual encoder into an index on disk (appendable)",

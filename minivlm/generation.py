@@ -17,6 +17,8 @@ every row has finished.
 """
 import torch
 
+from .blocks.kv_cache import StaticKVCache
+
 
 def prompt_positions(attention_mask):
     """Positions counted over real tokens only, so a left-padded row starts at 0 (HF's generate:
@@ -90,16 +92,24 @@ def _check_settings(max_new_tokens, temperature, top_k, top_p):
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
 
 
+def takes_static_cache(model):
+    """True for models whose decoder reads a StaticKVCache (a class flag; LLaVA's decoder is language_model)."""
+    return getattr(getattr(model, "language_model", model), "static_kv_cache", False)
+
+
 @torch.no_grad()
 def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, max_new_tokens=None,
              max_length=None, do_sample=False, temperature=1.0, top_k=None, top_p=None, eos_token_id=None, pad_token_id=None,
-             generator=None, use_cache=True, **model_kwargs):
+             generator=None, use_cache=True, static_cache=True, **model_kwargs):
     """Greedy (default) or sampled continuation of a (left-padded) batch of prompts.
 
     max_new_tokens (default 20), or max_length counting the prompt as HF does. eos_token_id: an id
     or a list; a row that produced one is finished and gets pad_token_id (default: the first eos
     id) from then on. generator: a torch.Generator for reproducible sampling.
     use_cache=False re-runs the whole sequence every step (the slow reference the tests compare to).
+    static_cache: where the model takes one (LLaMA and the models built on it), the KV cache is
+    allocated once for prompt + max_new_tokens positions and written in place (blocks/kv_cache.py);
+    False grows it by concatenation each step (the readable form; same numbers).
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("generate needs exactly one of input_ids or inputs_embeds; got "
@@ -129,7 +139,10 @@ def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, 
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     step_inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
     step_inputs.update(model_kwargs)
-    cache = None
+    llama_like = takes_static_cache(model)
+    cache = StaticKVCache(room=max_new_tokens) if use_cache and static_cache and llama_like else None
+    if use_cache and llama_like:  # the prefill needs the last position's logits only (as HF's generate)
+        step_inputs["logits_to_keep"] = 1
     for _ in range(max_new_tokens):
         out = model(**step_inputs, attention_mask=attention_mask, position_ids=position_ids,
                     past_key_values=cache, use_cache=use_cache)

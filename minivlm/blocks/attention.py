@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .fused import split_linear, stack_linears
+from .masks import causal_mask, combine
 from .rotary import apply_rotary
 
 _IMPL = {"name": "sdpa"}
@@ -49,17 +51,23 @@ def repeat_kv_heads(k, num_heads):
     return k if groups == 1 else k.repeat_interleave(groups, dim=1)
 
 
-def attention_manual(q, k, v, mask=None, scale=None, dropout_p=0.0):
-    """q (B, H, Lq, Dh), k/v (B, H_kv, Lk, Dh), mask bool broadcastable to (B, H, Lq, Lk)."""
+def attention_manual(q, k, v, mask=None, scale=None, dropout_p=0.0, causal=False):
+    """q (B, H, Lq, Dh), k/v (B, H_kv, Lk, Dh), mask bool broadcastable to (B, H, Lq, Lk);
+    causal=True (with Lq == Lk): query i sees keys 0..i, as causal_mask builds it."""
+    if causal:
+        mask = combine(causal_mask(q.shape[2], k.shape[2], device=q.device), mask)
     k, v = repeat_kv_heads(k, q.shape[1]), repeat_kv_heads(v, q.shape[1])
     probs = F.dropout(attention_probs(q, k, mask, scale), p=dropout_p).to(v.dtype)
     return torch.matmul(probs, v)  # (B, H, Lq, Dh)
 
 
-def attention_sdpa(q, k, v, mask=None, scale=None, dropout_p=0.0):
-    # enable_gqa lets the fused kernel share KV heads without materialising the repeated copies.
+def attention_sdpa(q, k, v, mask=None, scale=None, dropout_p=0.0, causal=False):
+    # enable_gqa lets the fused kernel share KV heads without materialising the repeated copies;
+    # is_causal (no mask tensor) lets it use its flash kernel and skip the masked-out half.
+    if causal and mask is not None:
+        mask, causal = combine(causal_mask(q.shape[2], k.shape[2], device=q.device), mask), False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+                                          is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
 
 
 KERNELS = {"manual": attention_manual, "sdpa": attention_sdpa}
@@ -89,25 +97,53 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * self.head_dim, dim, bias=out_bias)
+        self.qkv_proj = None  # set by fuse(): q_proj, k_proj, v_proj stacked into one matmul
 
-    def forward(self, x, context=None, mask=None, rope=None, cache=None, return_probs=False):
+    def qkv_sizes(self):
+        return [self.num_heads * self.head_dim] + [self.num_kv_heads * self.head_dim] * 2
+
+    def project(self, x, source):  # -> q (B, Lq, H*Dh), k and v (B, Lk, H_kv*Dh)
+        if self.qkv_proj is None:
+            return self.q_proj(x), self.k_proj(source), self.v_proj(source)
+        if source is x:  # fused self-attention: one matmul, then the q | k | v columns
+            return self.qkv_proj(x).split(self.qkv_sizes(), dim=-1)
+        # fused, but queries and keys read different streams: two slices of the stacked weight
+        w, b, n = self.qkv_proj.weight, self.qkv_proj.bias, self.qkv_sizes()[0]
+        q = F.linear(x, w[:n], None if b is None else b[:n])
+        k, v = F.linear(source, w[n:], None if b is None else b[n:]).chunk(2, dim=-1)
+        return q, k, v
+
+    def fuse(self, on=True):
+        """One switch between the readable q/k/v projections and one fused matmul (blocks/fused.py).
+        Self-attention only: a cross-attention's k, v read another stream."""
+        if on and self.qkv_proj is None and self.q_proj.in_features == self.k_proj.in_features:
+            self.qkv_proj = stack_linears([self.q_proj, self.k_proj, self.v_proj])
+            del self.q_proj, self.k_proj, self.v_proj
+        elif not on and self.qkv_proj is not None:
+            self.q_proj, self.k_proj, self.v_proj = split_linear(self.qkv_proj, self.qkv_sizes())
+            self.qkv_proj = None
+
+    def forward(self, x, context=None, mask=None, rope=None, cache=None, return_probs=False, causal=False):
         """x (B, Lq, D); context (B, Lk, D_kv) or None for self-attention; mask bool (B|1, 1|H, Lq, Lk);
-        rope = (cos, sin) each (B, Lq, Dh); cache = a LayerCache that keeps k, v across calls."""
-        source = x if context is None else context
-        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", d=self.head_dim)
-        k = rearrange(self.k_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
-        v = rearrange(self.v_proj(source), "b l (h d) -> b h l d", d=self.head_dim)
+        rope = (cos, sin) each (B, Lq, Dh); cache = a LayerCache that keeps k, v across calls;
+        causal=True: also hide later keys (Lq == Lk), without a mask tensor on the sdpa path."""
+        q, k, v = self.project(x, x if context is None else context)
+        q = rearrange(q, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H, Lq, Dh)
+        k = rearrange(k, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H_kv, Lk, Dh)
+        v = rearrange(v, "b l (h d) -> b h l d", d=self.head_dim)
         if rope is not None:
             q, k = apply_rotary(q, k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T, Dh): all positions so far
         dropout_p = self.dropout if self.training else 0.0
         if return_probs:  # for pictures: the by-hand path exposes the attention map
+            if causal:
+                mask = combine(causal_mask(q.shape[2], k.shape[2], device=q.device), mask)
             probs = attention_probs(q, repeat_kv_heads(k, self.num_heads), mask, self.scale)
             out = torch.matmul(probs.to(v.dtype), repeat_kv_heads(v, self.num_heads))
         else:
             kernel = KERNELS[self.impl or _IMPL["name"]]
-            out = kernel(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p)
+            out = kernel(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p, causal=causal)
         out = self.o_proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, Lq, D)
         return (out, probs) if return_probs else out
 

@@ -2,6 +2,7 @@
 from torch import nn
 
 from .activations import get_activation
+from .fused import split_linear, stack_linears
 
 
 class MLP(nn.Module):
@@ -26,6 +27,20 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(dim, hidden_dim, bias=bias)
         self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
         self.act = get_activation(act)
+        self.gate_up_proj = None  # set by fuse(): gate_proj and up_proj stacked into one matmul
+
+    def fuse(self, on=True):
+        """One switch between the readable gate / up projections and one fused matmul (blocks/fused.py)."""
+        if on and self.gate_up_proj is None:
+            self.gate_up_proj = stack_linears([self.gate_proj, self.up_proj])
+            del self.gate_proj, self.up_proj
+        elif not on and self.gate_up_proj is not None:
+            hidden = self.gate_up_proj.out_features // 2
+            self.gate_proj, self.up_proj = split_linear(self.gate_up_proj, [hidden, hidden])
+            self.gate_up_proj = None
 
     def forward(self, x):  # (B, N, D) -> (B, N, D)
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, N, hidden) each
+            return self.down_proj(self.act(gate) * up)
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))

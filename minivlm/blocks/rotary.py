@@ -140,17 +140,30 @@ class RotaryEmbedding:
         self.dynamic = self.rope_parameters.get("rope_type", self.rope_parameters.get("type")) == "dynamic"
         self.inv_freq = rope_inv_freq(self.rope_parameters, head_dim, max_position_embeddings)  # (Dh/2,)
         self.mrope_section = self.rope_parameters.get("mrope_section")  # Qwen2-VL's switch, else None
+        self.table = None  # cos, sin (T, Dh) for positions 0..T-1, float32: made once, then looked up
+
+    def lookup(self, position_ids):
+        """cos, sin (B, L, Dh) read from a table of every position so far, grown (doubling) on demand,
+        so a decode step indexes two rows instead of recomputing angles and their cos / sin."""
+        needed = int(position_ids.max()) + 1
+        if self.table is None or self.table[0].shape[0] < needed or self.table[0].device != position_ids.device:
+            size = max(256, 2 * needed)
+            self.table = rope_cos_sin(torch.arange(size, device=position_ids.device)[None], self.inv_freq)
+            self.table = (self.table[0][0], self.table[1][0])  # (T, Dh) each
+        cos, sin = self.table
+        return cos[position_ids], sin[position_ids]
 
     def __call__(self, position_ids, dtype=torch.float32):  # (B, L) or M-RoPE's (3, B, L) -> cos, sin (B, L, Dh)
-        inv_freq = self.inv_freq
         if self.mrope_section is not None:
             if position_ids.dim() == 2:  # text only: the three axes share one position
                 position_ids = position_ids.expand(3, *position_ids.shape)
-            return mrope_cos_sin(position_ids, inv_freq, self.mrope_section, dtype)
+            return mrope_cos_sin(position_ids, self.inv_freq, self.mrope_section, dtype)
         if position_ids.dim() != 2:
             raise ValueError(f"position_ids of shape {tuple(position_ids.shape)} need M-RoPE (rope_parameters "
                              f"with mrope_section); this decoder takes (batch, seq_len)")
-        if self.dynamic:  # the base depends on how far the positions reach
+        if self.dynamic:  # the base depends on how far the positions reach: no fixed table
             seq_len = int(position_ids.max()) + 1
             inv_freq = rope_inv_freq(self.rope_parameters, self.head_dim, self.max_position_embeddings, seq_len)
-        return rope_cos_sin(position_ids, inv_freq, dtype)
+            return rope_cos_sin(position_ids, inv_freq, dtype)
+        cos, sin = self.lookup(position_ids)
+        return cos.to(dtype), sin.to(dtype)

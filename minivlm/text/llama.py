@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
+from ..blocks.fused import fuse_projections
 from ..blocks.rotary import RotaryEmbedding
 from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
@@ -33,8 +34,8 @@ class DecoderLayer(nn.Module):
         self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, act=cfg.hidden_act, bias=cfg.mlp_bias)
 
-    def forward(self, x, mask, rope, cache=None):  # (B, L, D) -> (B, L, D)
-        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache)
+    def forward(self, x, mask, rope, cache=None, causal=False):  # (B, L, D) -> (B, L, D)
+        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal)
         return x + self.mlp(self.norm2(x))
 
 
@@ -100,13 +101,20 @@ class LlamaModel(nn.Module):
             raise ValueError(f"position_ids must be ({batch}, {length}) (or (3, {batch}, {length}) with M-RoPE), "
                              f"got shape {tuple(position_ids.shape)}")
 
-        # One mask per distinct window of the layers (Mistral / Qwen2 may mix full and sliding layers).
-        masks = {w: decoder_mask(length, past, attention_mask, x.device, window=w)
-                 for w in {self.config.layer_window(i) for i in range(len(self.layers))}}
+        # Without padding and without a window no mask tensor is built: a prompt uses sdpa's own causal
+        # kernel (as HF's sdpa path does), a decode step needs no mask at all. Otherwise one mask per
+        # distinct window of the layers (Mistral / Qwen2 may mix full and sliding layers).
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        masks = {}  # window -> (mask (B|1, 1, L, past + L) or None, causal kernel?)
+        for w in {self.config.layer_window(i) for i in range(len(self.layers))}:
+            causal = w is None and length > 1 and past == 0 and not padded
+            masks[w] = (None if causal else
+                        decoder_mask(length, past, attention_mask if padded else None, x.device, window=w), causal)
         rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, masks[self.config.layer_window(i)], rope, cache[i] if cache is not None else None)
+            mask, causal = masks[self.config.layer_window(i)]
+            x = layer(x, mask, rope, cache[i] if cache is not None else None, causal)
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
@@ -133,6 +141,8 @@ class LlamaForCausalLM(nn.Module):
 
     body = LlamaModel
 
+    static_kv_cache = True  # generate() may hand it a preallocated StaticKVCache
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.config = cfg
@@ -144,6 +154,10 @@ class LlamaForCausalLM(nn.Module):
 
     def get_input_embeddings(self):
         return self.model.embed_tokens
+
+    def fuse_projections(self, on=True):
+        """q/k/v and gate/up as one matmul each (on) or the separate HF modules (off): blocks/fused.py."""
+        return fuse_projections(self, on)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, output_hidden_states=False):

@@ -1,0 +1,50 @@
+"""python -m minivlm bench [--workloads decode ...] [--dtype bfloat16] [--device cuda] [--compile] [--json F]
+
+minivlm and transformers side by side on the same weights, interleaved in one process, with the
+machine's measured limits (minivlm/bench.py describes the workloads). Speeds are measured, never
+asserted: the table is for the README and for finding what is left to gain.
+"""
+import json
+import os
+
+import torch
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_arguments(p):
+    from minivlm.bench import WORKLOADS
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=None,
+                   help=f"which to run (default: all of {', '.join(WORKLOADS)}; --quick drops decode_1b)")
+    p.add_argument("--dtype", choices=DTYPES, help="one dtype for every workload (default: fp32, bf16 for decode_1b)")
+    p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"))
+    p.add_argument("--batch-size", type=int, help="images (vision) / sequences (prefill, decode); default 8 / 1 / 1")
+    p.add_argument("--prompt-len", type=int, help="decode prompt tokens (default 128; 64 for decode_1b)")
+    p.add_argument("--new-tokens", type=int, help="tokens generated (default 64; 32 for decode_1b)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per implementation, interleaved (median shown)")
+    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step (compiling takes minutes on CPU)")
+    p.add_argument("--quick", action="store_true", help="one timed run each and no decode_1b: about a minute")
+    p.add_argument("--toy", action="store_true", help="tiny shapes (seconds): checks the command, measures nothing useful")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+
+def run(args):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print("bench needs the reference: pip install -e '.[dev]' (transformers)")
+        return 2
+    from minivlm.bench import WORKLOADS, format_table, run_bench
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workloads = args.workloads or [w for w in WORKLOADS if not (args.quick and w == "decode_1b")]
+    result = run_bench(workloads, dtype=getattr(torch, args.dtype) if args.dtype else None, device=args.device,
+                       batch_size=args.batch_size, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+                       repeats=1 if args.quick else args.repeats, compile=args.compile, toy=args.toy)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
