@@ -125,9 +125,11 @@ class Blip2ForConditionalGeneration(Blip2Base):
         return ()
 
     def forward(self, pixel_values=None, input_ids=None, attention_mask=None, labels=None, position_ids=None,
-                past_key_values=None, use_cache=False, interpolate_pos_encoding=False, **qformer_text):
+                past_key_values=None, use_cache=False, interpolate_pos_encoding=False, logits_to_keep=0,
+                **qformer_text):
         """pixel_values (B, 3, H, W) with input_ids (B, L) holding Q image tokens per row -> logits (B, L, V)
-        [, loss]. A decode step (past_key_values given) passes the new ids alone."""
+        [, loss]. A decode step (past_key_values given) passes the new ids alone; logits_to_keep=n > 0
+        computes the last n positions' logits only (generate's prefill)."""
         if input_ids is None or input_ids.dim() != 2:
             raise ValueError(f"{type(self).__name__} needs input_ids (batch, seq_len) holding "
                              f"{self.config.num_query_tokens} image tokens per row, got "
@@ -145,7 +147,8 @@ class Blip2ForConditionalGeneration(Blip2Base):
         elif past_key_values is None:
             raise ValueError(f"{type(self).__name__} needs pixel_values (batch, 3, H, W) with the prompt")
         out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                  past_key_values=past_key_values, labels=labels, use_cache=use_cache)
+                                  past_key_values=past_key_values, labels=labels, use_cache=use_cache,
+                                  logits_to_keep=logits_to_keep)
         out.update(out_extra)
         return out
 
