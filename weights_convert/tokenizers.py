@@ -3,9 +3,9 @@
 Reads tokenizer_config.json (the class, the special tokens, padding side, model_max_length; older
 folders keep the special tokens in special_tokens_map.json) and either tokenizer.json,
 vocab.json + merges.txt (CLIP) or vocab.txt (BERT). As in transformers 5, the class decides:
-CLIPTokenizer, GPT2Tokenizer(Fast), LlamaTokenizer(Fast) and BertTokenizer(Fast) rebuild their own pipeline around the
-file's vocabulary (and merges); PreTrainedTokenizerFast (Llama 3 and most recent checkpoints) takes
-tokenizer.json as is, a WordPiece model included.
+CLIPTokenizer, GPT2Tokenizer(Fast), Qwen2Tokenizer(Fast), LlamaTokenizer(Fast) and BertTokenizer(Fast)
+rebuild their own pipeline around the file's vocabulary (and merges); PreTrainedTokenizerFast (Llama 3
+and most recent checkpoints) takes tokenizer.json as is, a WordPiece model included.
 """
 import json
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 from minivlm.processing.tokenizer import LARGE_INTEGER, AddedToken, template_from_json
 from minivlm.processing.siglip_tokenizer import SiglipTokenizer
 from minivlm.processing.tokenizer_families import (bert_tokenizer, clip_tokenizer, gpt2_tokenizer, llama_tokenizer,
-                                                   merges_from_json,
+                                                   merges_from_json, qwen2_tokenizer,
                                                    tokenizer_from_json, wordpiece_tokenizer_from_json)
 from minivlm.processing.unigram import UnigramModel, read_sentencepiece_model
 from minivlm.processing.wordpiece import read_vocab_txt
@@ -30,6 +30,8 @@ CLASS_DEFAULTS = {
                           pad_token="<|endoftext|>", padding_side="right"),
     "GPT2Tokenizer": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                           pad_token=None, padding_side="right"),
+    "Qwen2Tokenizer": dict(bos_token=None, eos_token="<|endoftext|>", unk_token="<|endoftext|>",
+                           pad_token="<|endoftext|>", padding_side="right"),
     "LlamaTokenizer": dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token=None, padding_side="left"),
     "BertTokenizer": dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
                           mask_token="[MASK]", padding_side="right"),
@@ -179,9 +181,10 @@ def load_tokenizer(folder):
         if kind == "LlamaTokenizer":
             return llama_tokenizer(vocab, merges, template=template, legacy=config.get("legacy", False),
                                    add_prefix_space=config.get("add_prefix_space") is not False, **names, **common)
-        if kind == "GPT2Tokenizer":
-            return gpt2_tokenizer(vocab, merges, template=template,
-                                  add_prefix_space=bool(config.get("add_prefix_space", False)), **names, **common)
+        if kind in ("GPT2Tokenizer", "Qwen2Tokenizer"):
+            family = gpt2_tokenizer if kind == "GPT2Tokenizer" else qwen2_tokenizer
+            return family(vocab, merges, template=template,
+                          add_prefix_space=bool(config.get("add_prefix_space", False)), **names, **common)
         if spec is None:
             raise MissingConfigError(f"{kind} needs tokenizer.json in {folder}")
         if spec["model"].get("type") == "WordPiece":

@@ -1,4 +1,4 @@
-"""The three tokenizer families minivlm reads, as pipelines of tokenizer.json components.
+"""The tokenizer families minivlm reads, as pipelines of tokenizer.json components.
 
 - CLIP (HF CLIPTokenizer): NFC, whitespace runs -> one space, lower-case; split into words, digits
   and punctuation (whitespace dropped); byte-level; BPE whose word-final symbols end in "</w>";
@@ -7,6 +7,8 @@
   text, no splitting into words; characters missing from the vocabulary fall back to <0xNN> bytes.
 - GPT-2 (HF GPT2Tokenizer, OPT's and so BLIP-2's): byte-level BPE with no normaliser, GPT-2's word
   regex (spaces stay glued to the next word), no unk token; OPT's files set add_bos_token (</s> first).
+- Qwen2 (HF Qwen2Tokenizer: Qwen2, Qwen2-VL, LLaVA-OneVision): GPT-2's with NFC and Qwen2's regex
+  (Llama 3's, but one digit per piece); no bos.
 - BERT (HF BertTokenizer, BLIP's text side): WordPiece, rebuilt from the vocabulary like the two
   above (wordpiece.py); a tokenizer.json with a WordPiece model and no such class is read as is.
 - Any other tokenizer.json (Llama 3's PreTrainedTokenizerFast): its own components, read as is.
@@ -16,7 +18,7 @@ come from the file), so we do the same: the class named in tokenizer_config.json
 """
 from .bpe import BPE
 from .decoding import decoder_from_json
-from .pretokenize import CLIP_PATTERN, normalizer_from_json, pretokenizer_from_json
+from .pretokenize import CLIP_PATTERN, QWEN2_PATTERN, normalizer_from_json, pretokenizer_from_json
 from .tokenizer import Tokenizer, template_from_json
 from .wordpiece import (WordPiece, bert_normalizer, bert_pre_tokenizer, clean_up_tokenization, wordpiece_decoder,
                         wp_decoder_from_json, wp_normalizer_from_json, wp_pretokenizer_from_json)
@@ -65,12 +67,22 @@ def llama_tokenizer(vocab, merges, template=("A",), add_prefix_space=True, legac
                      bos_token=bos_token, eos_token=eos_token, unk_token=unk_token, **kwargs)
 
 
-def gpt2_tokenizer(vocab, merges, template=("A",), add_prefix_space=False, **kwargs):
-    """HF GPT2Tokenizer's pipeline: ByteLevel pre-tokenizer (GPT-2's regex), plain BPE, ByteLevel decoder."""
-    return Tokenizer(BPE(vocab, merges), normalizer_from_json(None),
-                     pretokenizer_from_json({"type": "ByteLevel", "add_prefix_space": add_prefix_space,
-                                             "use_regex": True}),
+def gpt2_tokenizer(vocab, merges, template=("A",), add_prefix_space=False, normalizer=None, split_pattern=None,
+                   **kwargs):
+    """HF GPT2Tokenizer's pipeline: ByteLevel pre-tokenizer (GPT-2's regex), plain BPE, ByteLevel decoder.
+    With split_pattern, a Split (isolated) on that regex replaces the ByteLevel one's (Qwen2)."""
+    byte_level = {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "use_regex": split_pattern is None}
+    pre = byte_level if split_pattern is None else {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": split_pattern}, "behavior": "Isolated", "invert": False}, byte_level]}
+    return Tokenizer(BPE(vocab, merges), normalizer_from_json(normalizer), pretokenizer_from_json(pre),
                      decoder_from_json({"type": "ByteLevel"}), template=template, **kwargs)
+
+
+def qwen2_tokenizer(vocab, merges, **kwargs):
+    """HF Qwen2Tokenizer's pipeline (Qwen2, Qwen2-VL, LLaVA-OneVision): GPT-2's byte-level BPE with an NFC
+    normaliser and Qwen2's split regex (QWEN2_PATTERN: digits one by one). No bos; a BPE without unk,
+    and invalid UTF-8 decodes to U+FFFD (HF's errors="replace")."""
+    return gpt2_tokenizer(vocab, merges, normalizer={"type": "NFC"}, split_pattern=QWEN2_PATTERN, **kwargs)
 
 
 def bpe_from_json(model):
