@@ -188,6 +188,6 @@ def test_unsupported_files(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(CheckpointError, match="Unigram"):
         weights_convert.load_tokenizer(tmp_path)
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
-    with pytest.raises(CheckpointError, match="Qwen2Tokenizer"):
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "WhisperTokenizer"}))
+    with pytest.raises(CheckpointError, match="WhisperTokenizer"):
         weights_convert.load_tokenizer(tmp_path)

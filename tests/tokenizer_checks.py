@@ -10,6 +10,15 @@ BATCH_SETTINGS = [dict(padding=True), dict(padding="max_length", max_length=30),
                   dict(padding=True, truncation=True, max_length=4, truncation_side="left")]
 
 
+def load_pair(folder, hf_class):
+    """(transformers' tokenizer, ours) for one folder; HF's must be of class hf_class."""
+    import transformers
+    import weights_convert
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    assert type(hf).__name__ == hf_class
+    return hf, weights_convert.load_tokenizer(folder)
+
+
 def assert_batch_equal_hf(hf, ours, texts, settings):
     """Same input_ids and attention_mask tensors for a batch, and the same ids for one text."""
     settings = dict(settings)
