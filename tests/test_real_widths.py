@@ -2,11 +2,12 @@
 and 24 GB hold the reference and ours together (< ~3 GB each here).
 
 Tiny widths hide what real ones show: head_dim 128, 577 positions (CLIP-L/14 at 336 px), 729 (SigLIP
-so400m at 384 px), a 32064-token vocabulary (LLaVA's padded one), a projector from 1024 to 4096, 868
-image tokens of a 4-tile anyres image. Each reference is HF's class built from the checkpoint's config
-(layers cut), seeded, saved with save_pretrained and loaded through load_pretrained in fp32 — the
-path a downloaded checkpoint takes — and every listed output is compared within DESIGN.md's fp32
-budget. Widths are those of the config.json of the hub checkpoint named in each case.
+so400m at 384 px), a 32064-token vocabulary (LLaVA's padded one), Mistral-7B's 8 KV heads for 32 and its
+4096-token window, a projector from 1024 to 4096, 868 image tokens of a 4-tile anyres image. Each
+reference is HF's class built from the checkpoint's config (layers cut), seeded, saved with
+save_pretrained and loaded through load_pretrained in fp32 — the path a downloaded checkpoint takes —
+and every listed output is compared within DESIGN.md's fp32 budget. Widths are those of the config.json
+of the hub checkpoint named in each case.
 """
 import pytest
 import torch
@@ -28,6 +29,14 @@ CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=
 LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                 num_hidden_layers=1, vocab_size=32064, rms_norm_eps=1e-5, max_position_embeddings=4096,
                 pad_token_id=0)
+# Mistral-7B-Instruct-v0.2 as llava-hf/llava-v1.6-mistral-7b-hf's text_config stores it (the widths it leaves
+# out are MistralConfig's defaults, test_mistral_qwen2.py checks that): 8 KV heads for 32 query heads
+# (GQA 4:1), head_dim 128, rope_theta 1e6, no sliding window (null there), LLaVA's padded 32064 vocabulary.
+MISTRAL_7B_V02 = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+                      head_dim=128, num_hidden_layers=1, vocab_size=32064, rms_norm_eps=1e-5, rope_theta=1e6,
+                      sliding_window=None, max_position_embeddings=32768)
+# mistralai/Mistral-7B-v0.1: the same widths with a 4096-token sliding window, rope_theta 1e4, vocab 32000.
+MISTRAL_7B_V01 = dict(MISTRAL_7B_V02, vocab_size=32000, rope_theta=1e4, sliding_window=4096)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -137,12 +146,15 @@ def llava_15_7b():  # llava-hf/llava-1.5-7b-hf: CLIP-L/336 (2 layers: feature la
                       ("logits", "loss", "image_hidden_states"), valid_positions=real_positions)
 
 
-def llava_16_7b():  # llava-hf/llava-v1.6-vicuna-7b-hf: the same towers, anyres on a 60 x 900 image (4 tiles)
+def llava_next_7b(name, text_config_class, text):
+    """A LLaVA-NeXT 7B checkpoint's widths: CLIP-L/336 (2 layers) + its text model (1 layer), anyres on a
+    60 x 900 image (4 tiles); the pinpoints and image token of llava-v1.6's config.json."""
     def make():
         import transformers
         vision = {k: v for k, v in CLIP_L_336.items() if k != "projection_dim"}
         return hf_model("LlavaNextForConditionalGeneration", transformers.LlavaNextConfig(
-            vision_config=transformers.CLIPVisionConfig(**vision), text_config=transformers.LlamaConfig(**LLAMA_7B),
+            vision_config=transformers.CLIPVisionConfig(**vision),
+            text_config=getattr(transformers, text_config_class)(**text),
             image_token_index=32000, image_seq_length=576,
             image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]))
 
@@ -151,11 +163,28 @@ def llava_16_7b():  # llava-hf/llava-v1.6-vicuna-7b-hf: the same towers, anyres 
         # all 880 positions would triple the cost in the 32064-wide head.
         return {**llava_next_batch(reference.config, generator, [[(60, 900)]], text_lengths=(12,)),
                 "logits_to_keep": 32}
-    return ParityCase("llava_next", "llava-v1.6-7b widths (2 + 1 layers)", make, inputs,
-                      ("logits", "image_hidden_states"))
+    return ParityCase("llava_next", f"{name} widths (2 + 1 layers)", make, inputs, ("logits", "image_hidden_states"))
+
+
+def llava_16_7b():  # llava-hf/llava-v1.6-vicuna-7b-hf
+    return llava_next_7b("llava-v1.6-vicuna-7b", "LlamaConfig", LLAMA_7B)
+
+
+def llava_16_mistral_7b():  # llava-hf/llava-v1.6-mistral-7b-hf: GQA 4:1, intermediate 14336, rope_theta 1e6
+    return llava_next_7b("llava-v1.6-mistral-7b", "MistralConfig", MISTRAL_7B_V02)
+
+
+def mistral_7b():
+    """Mistral-7B-v0.1's widths, 1 layer, with its real 4096-token window: a 13-token prompt stays inside
+    it, so this checks the widths (GQA 4:1 at head_dim 128, the 14336 MLP) and that a real-sized window
+    is read right, not the window's masking — the tiny cases of parity/mistral.py cross their windows in
+    the prefill, the KV cache and decoding."""
+    return ParityCase("mistral", "mistral-7b-v0.1 widths (1 layer)",
+                      build("MistralForCausalLM", "MistralConfig", **MISTRAL_7B_V01),
+                      text_inputs_with_labels, ("logits", "loss"), valid_positions=real_positions)
 
 
 @pytest.mark.parametrize("make_case", [vit_b16, clip_l_336, siglip_so400m, blip_base, llama_7b, llava_15_7b,
-                                       llava_16_7b], ids=lambda f: f.__name__)
+                                       llava_16_7b, llava_16_mistral_7b, mistral_7b], ids=lambda f: f.__name__)
 def test_parity_at_real_widths(make_case):
     assert_parity(make_case())
