@@ -194,7 +194,9 @@ def test_truncated_safetensors_is_named(vit, tmp_path):
 
 ID_CASES = {"llama": "LlamaForCausalLM", "clip": "CLIPModel", "siglip": "SiglipModel",
             "blip": "BlipForConditionalGeneration", "llava": "LlavaForConditionalGeneration",
-            "llava_next": "LlavaNextForConditionalGeneration"}
+            "llava_next": "LlavaNextForConditionalGeneration", "mistral": "MistralForCausalLM",
+            "qwen2": "Qwen2ForCausalLM", "opt": "OPTForCausalLM", "blip2": "Blip2ForConditionalGeneration",
+            "llava_onevision": "LlavaOnevisionForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration"}
 
 
 def first_case(family, arch):

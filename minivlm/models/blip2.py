@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
 from ..outputs import ModelOutput
 from ..text.llama import LlamaForCausalLM
@@ -134,7 +135,7 @@ class Blip2ForConditionalGeneration(Blip2Base):
             raise ValueError(f"{type(self).__name__} needs input_ids (batch, seq_len) holding "
                              f"{self.config.num_query_tokens} image tokens per row, got "
                              f"{None if input_ids is None else tuple(input_ids.shape)}")
-        embeds = self.get_input_embeddings()(input_ids)  # (B, L, D_lm)
+        embeds = lookup_tokens(self.get_input_embeddings(), input_ids)  # (B, L, D_lm)
         out_extra = {}
         if pixel_values is not None:
             if pixel_values.shape[0] != input_ids.shape[0]:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..blocks.token_ids import lookup_tokens
 from ..processing.anyres import grid_shape, unpad_bounds
 from ..processing.llava_onevision import ONEVISION_PINPOINTS
 from .llava import check_feature_selection, merge_image_features
@@ -155,7 +156,7 @@ class LlavaOnevisionForConditionalGeneration(LlavaNextForConditionalGeneration):
             if int((input_ids == self.config.image_token_index).sum()):
                 raise ValueError(f"input_ids hold image tokens (id {self.config.image_token_index}) but no "
                                  f"pixel_values were given")
-            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = lookup_tokens(self.get_input_embeddings(), input_ids)
         if pixel_values_videos is not None:
             per_video = self.get_video_features(pixel_values_videos, vision_feature_layer,
                                                 vision_feature_select_strategy)  # (V, T, D)

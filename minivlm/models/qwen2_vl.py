@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, prompt_positions, special_token_defaults
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
@@ -84,7 +85,7 @@ class Qwen2VLForConditionalGeneration(nn.Module):
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
         """Token embeddings with image and video features written at their placeholders: (B, L, D_t)."""
         cfg = self.config
-        inputs_embeds = self.get_input_embeddings()(input_ids)
+        inputs_embeds = lookup_tokens(self.get_input_embeddings(), input_ids)
         for what, pixels, grid, token in (("image", pixel_values, image_grid_thw, cfg.image_token_id),
                                           ("video", pixel_values_videos, video_grid_thw, cfg.video_token_id)):
             if pixels is None:
