@@ -161,6 +161,27 @@ def test_activations_match_transformers(name):
     torch.testing.assert_close(get_activation(name)(x), ACT2FN[name](x))
 
 
+def test_quick_gelu_inplace_path_is_the_formula_bit_for_bit():
+    # Without autograd quick_gelu reuses one temporary (activations.py); it must not change a bit,
+    # must leave its input alone, and with autograd the readable formula (and its gradient) runs.
+    from minivlm.blocks.activations import quick_gelu
+    x = torch.randn(4, 7, 33) * 4
+    kept = x.clone()
+    expected = x * torch.sigmoid(1.702 * x)
+    with torch.no_grad():
+        assert torch.equal(quick_gelu(x), expected)
+    with torch.inference_mode():
+        assert torch.equal(quick_gelu(x), expected)
+    assert torch.equal(x, kept)
+    xg = x.clone().requires_grad_()
+    out = quick_gelu(xg)
+    assert torch.equal(out.detach(), expected)
+    out.sum().backward()
+    xr = x.clone().requires_grad_()
+    (xr * torch.sigmoid(1.702 * xr)).sum().backward()
+    assert torch.equal(xg.grad, xr.grad)
+
+
 def test_unknown_activation():
     with pytest.raises(ValueError, match="unknown activation"):
         get_activation("swoosh")

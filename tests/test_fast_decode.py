@@ -179,3 +179,21 @@ def test_bench_runs_at_toy_sizes():
     assert ("decode", "minivlm int8") in impls and ("vision", "minivlm fused") in impls
     assert all(r["equal"] for r in result["rows"] if r["workload"] == "decode" and "int8" not in r["impl"])
     assert "vs transformers" in format_table(result)
+
+
+def test_bench_cpu_time_clock():
+    """--cpu-time times by the thread's CPU time and says so; it refuses anything but one CPU thread."""
+    import argparse
+    import time
+
+    from minivlm import bench
+    from minivlm.commands import bench as command
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.run(parser.parse_args(["--toy", "--cpu-time"])) == 2  # no --threads 1: refused
+    try:
+        bench.CLOCK["now"] = time.thread_time
+        result = bench.run_bench(["vision"], toy=True, repeats=1, log=lambda *a: None)
+    finally:
+        bench.CLOCK["now"] = time.perf_counter
+    assert result["clock"] == "thread CPU time" and "thread CPU time" in bench.format_table(result)

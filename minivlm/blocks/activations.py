@@ -7,7 +7,11 @@ import torch.nn.functional as F
 
 def quick_gelu(x):
     # CLIP's approximation x * sigmoid(1.702 x) (openai/CLIP model.py); not the tanh gelu.
-    return x * torch.sigmoid(1.702 * x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x * torch.sigmoid(1.702 * x)
+    # Inference: the same three ops, bit for bit, but sigmoid and the product overwrite the one
+    # temporary instead of allocating two more (B, N, 4D) tensors (autograd would need them).
+    return torch.mul(x, 1.702).sigmoid_().mul_(x)
 
 
 def gelu_tanh(x):

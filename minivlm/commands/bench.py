@@ -26,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="one timed run each and no decode_1b: about a minute")
     p.add_argument("--toy", action="store_true", help="tiny shapes (seconds): checks the command, measures nothing useful")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time by the thread's CPU time, not wall-clock (needs --threads 1 on cpu): steady ratios "
+                        "on a machine shared with other work")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -36,9 +39,17 @@ def run(args):
     except ImportError:
         print("bench needs the reference: pip install -e '.[dev]' (transformers)")
         return 2
-    from minivlm.bench import WORKLOADS, format_table, run_bench
+    import time
+
+    from minivlm.bench import CLOCK, WORKLOADS, format_table, run_bench
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        if args.threads != 1 or args.device != "cpu":
+            print(f"--cpu-time needs --threads 1 --device cpu (one thread does all the work), got "
+                  f"--threads {args.threads} --device {args.device}")
+            return 2
+        CLOCK["now"] = time.thread_time
     workloads = args.workloads or [w for w in WORKLOADS if not (args.quick and w == "decode_1b")]
     result = run_bench(workloads, dtype=getattr(torch, args.dtype) if args.dtype else None, device=args.device,
                        batch_size=args.batch_size, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
