@@ -17,8 +17,7 @@ from minivlm.text.qformer import stage1_mask
 def _pair(name):
     case = next(c for c in CASES if c.name == name)
     reference = build_seeded(case.build_reference)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     return ours, reference, case
 
 

@@ -1,6 +1,5 @@
 """minivlm.generation: cached == uncached decoding, greedy and eos handling equal to HF's generate on
 left-padded batches, inputs_embeds prefill, reproducible sampling and hand-checked top-k / top-p."""
-import tempfile
 
 import pytest
 import torch
@@ -16,8 +15,7 @@ def pair():
     case = next(c for c in CASES if c.name == "gqa-3to1-bias-head_dim-10/generate")
     reference = build_seeded(case.build_reference)
     reference.config.eos_token_id = reference.generation_config.eos_token_id = None
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     return ours, reference
 
 

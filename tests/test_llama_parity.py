@@ -37,8 +37,7 @@ def _reference(name="gqa-2to1-untied-llama3-rope/loss"):
 @pytest.fixture(scope="module")
 def pair():
     reference = _reference()
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     return ours, reference
 
 

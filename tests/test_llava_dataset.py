@@ -1,7 +1,6 @@
 """LLaVA data: labels only on replies (checked by hand and with a sentencepiece-style BPE), the
 inconsistent-mask failure naming the sample, the collator, the label view, and the data path into
 the model: the HF and the original conventions give transformers' loss."""
-import tempfile
 
 import pytest
 import torch
@@ -163,8 +162,7 @@ def test_label_table_marks_the_reply_tokens():
 @torch.no_grad()
 def test_both_conventions_through_the_data_path_give_transformers_loss():
     reference = build_seeded(next(c for c in CASES if c.name == "default-layer-2-gqa/loss").build_reference)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     cfg = reference.config
     world = ShapesWorld(image_size=30)
     records = shapes_records(world, 3)

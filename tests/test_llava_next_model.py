@@ -21,8 +21,7 @@ SWEEP = list(itertools.product(SIDES, SIDES))  # 64 sizes, aspect ratios 1:1000 
 
 def _pair(name):
     reference = build_seeded(next(c for c in CASES if c.name == name).build_reference)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     return ours, reference
 
 

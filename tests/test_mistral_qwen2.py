@@ -10,7 +10,7 @@ import torch
 import weights_convert
 from minivlm.blocks import causal_mask, set_attention_impl
 from minivlm.parity import FP32_TOLERANCE, run_case
-from minivlm.parity.harness import build_seeded, convert_reference
+from minivlm.parity.harness import convert_reference
 from minivlm.parity.llama import BASE, left_padded_batch, text_inputs
 from minivlm.parity.mistral import CASES as MISTRAL
 from minivlm.parity.qwen2 import CASES as QWEN2
@@ -60,8 +60,7 @@ def test_window_through_cache_chunks(cls, overrides):
     """A left-padded batch fed in chunks through our KV cache (every key kept, the mask hides the old
     ones) gives HF's one-pass logits; chunks of 1 are decode steps long past the window."""
     reference = _reference(cls, **overrides)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     ids, mask = left_padded_batch(BASE["vocab_size"], torch.Generator().manual_seed(3), lengths=(14, 7, 10))
     full = reference(input_ids=ids, attention_mask=mask).logits
     out, pieces = None, []
@@ -79,8 +78,7 @@ def test_window_1_equals_hf_without_cache():
     cached generate differs from its own uncached one there (DynamicSlidingWindowLayer keeps
     `[-window + 1:]` = everything when window is 1), so we follow the mask's rule."""
     reference = _reference("MistralForCausalLM", sliding_window=1, num_key_value_heads=4)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     inputs = text_inputs(reference, torch.Generator().manual_seed(0))
     expected = reference.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False)
     assert torch.equal(ours.generate(**inputs, max_new_tokens=8), expected)
@@ -89,8 +87,7 @@ def test_window_1_equals_hf_without_cache():
 
 def test_qwen2_bias_on_qkv_only():
     reference = _reference("Qwen2ForCausalLM", num_key_value_heads=2, tie_word_embeddings=True)
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     attn = ours.model.layers[0].attn
     assert attn.q_proj.bias is not None and attn.k_proj.bias is not None and attn.v_proj.bias is not None
     assert attn.o_proj.bias is None and ours.model.layers[0].mlp.gate_proj.bias is None

@@ -21,8 +21,7 @@ def _reference(name="project-in-out-16/loss"):
 @pytest.fixture(scope="module")
 def pair():
     reference = _reference()
-    with tempfile.TemporaryDirectory() as folder:
-        ours = convert_reference(reference, folder)
+    ours = convert_reference(reference)
     return ours, reference
 
 

@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 
 import minivlm.pretrained as pretrained
 from minivlm.parity import assert_parity

@@ -1,6 +1,5 @@
 """minivlm.retrieval: exact search against brute force, faiss against exact, the index on disk,
 the bad inputs, the embeddings and ITM scores against transformers, and the RAG prompt."""
-import json
 import shutil
 from types import SimpleNamespace
 

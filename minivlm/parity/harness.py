@@ -85,9 +85,13 @@ def top1_agreement(a, b, valid=None):
     return (ours_pick >= best - slack * best.abs()).float().mean().item()
 
 
-def convert_reference(reference, folder, dtype=torch.float32, device="cpu"):
-    """save_pretrained then load_pretrained: the round trip a real checkpoint takes."""
+def convert_reference(reference, folder=None, dtype=torch.float32, device="cpu"):
+    """save_pretrained then load_pretrained: the round trip a real checkpoint takes (through a
+    temporary folder when none is given)."""
     import weights_convert
+    if folder is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            return convert_reference(reference, scratch, dtype, device)
     reference.save_pretrained(folder)
     return weights_convert.load_pretrained(folder, dtype=dtype, device=device)
 

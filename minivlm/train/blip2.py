@@ -172,7 +172,7 @@ def table(result):
     head = ("| bridge | tokens / image | trainable | train s | " + " | ".join(f"{k} seen / held-out" for k in kinds)
             + " |")
     rows = [head, "|" + "---|" * (4 + len(kinds))]
-    for name, arm in (("MLP projector (LLaVA)", result["mlp"]), (f"Q-Former", result["qformer_arm"])):
+    for name, arm in (("MLP projector (LLaVA)", result["mlp"]), ("Q-Former", result["qformer_arm"])):
         cells = [f"{arm['seen_combos'].get(k, float('nan')):.2f} / {arm['held_out_combos'].get(k, float('nan')):.2f}"
                  for k in kinds]
         rows.append(f"| {name} | {arm['tokens_per_image']} | {arm['trainable_parameters']:,} | "
