@@ -1,23 +1,15 @@
 """`python -m minivlm trace`: every stage printed, each equal to transformers' stage, offline."""
-import argparse
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.commands import trace as trace_command
+from trace_checks import run_trace
 
 STAGES = ["image file", "RGB", "resize/pad", "pixel_values", "patch embedding", "encoder layer 0",
           "encoder layer 3", "selected layer", "projector", "prompt tokens", "merged embeddings", "decoder",
           "logits", "generated tokens"]
-
-
-def run(capsys, *argv):
-    parser = argparse.ArgumentParser()
-    trace_command.add_arguments(parser)
-    code = trace_command.run(parser.parse_args(list(argv)))
-    return code, capsys.readouterr().out
 
 
 def table_rows(out):
@@ -30,7 +22,7 @@ def test_default_trace_answers_a_never_seen_scene_with_the_shipped_model(capsys,
     from minivlm.trace import shapes_sample
     sample = shapes_sample()
     plot = tmp_path / "stages.png"
-    code, out = run(capsys, "--plot", str(plot))
+    code, out = run_trace(capsys, "--plot", str(plot))
     assert code == 0, out
     assert "shapes-llava, the tiny LLaVA trained on the shapes world" in out
     assert f"shapes-world scene {10**9 + 1}" in out and "never trained on" in out
@@ -47,7 +39,7 @@ def test_default_trace_answers_a_never_seen_scene_with_the_shipped_model(capsys,
 
 def test_random_trace_matches_transformers_at_every_stage(capsys, tmp_path):
     plot = tmp_path / "stages.png"
-    code, out = run(capsys, "--random", "--plot", str(plot), "--max-new-tokens", "5")
+    code, out = run_trace(capsys, "--random", "--plot", str(plot), "--max-new-tokens", "5")
     assert code == 0, out
     for name in STAGES:
         assert name in out
@@ -64,7 +56,7 @@ def test_own_image_and_prompt_without_reference(capsys, tmp_path):
     rgba[..., 0], rgba[..., 3] = 200, 128
     path = tmp_path / "wide.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    code, out = run(capsys, "--random", "--image", str(path), "--prompt", "<image>\nname the colour",
+    code, out = run_trace(capsys, "--random", "--image", str(path), "--prompt", "<image>\nname the colour",
                     "--no-reference", "--max-new-tokens", "3")
     assert code == 0
     assert "90x40 RGBA" in out and "converted" in out and "(1, 3, 64, 64)" in out
@@ -79,7 +71,7 @@ def test_shipped_model_on_own_image_and_question(capsys, tmp_path):
     ImageDraw.Draw(image).ellipse((14, 14, 34, 34), fill=(220, 40, 40))
     path = tmp_path / "circle.png"
     image.save(path)
-    code, out = run(capsys, "--image", str(path), "--prompt", "what color is the circle?")
+    code, out = run_trace(capsys, "--image", str(path), "--prompt", "what color is the circle?")
     assert code == 0, out
     assert "circle.png" in out and "48x48 RGB" in out and "(1, 3, 32, 32)" in out
     assert "question: 'what color is the circle?'  ->  answer: 'red'" in out and "scene's truth" not in out
@@ -87,7 +79,7 @@ def test_shipped_model_on_own_image_and_question(capsys, tmp_path):
 
 
 def test_random_and_checkpoint_exclude_each_other(capsys, tmp_path):
-    code, out = run(capsys, "--random", "--checkpoint", str(tmp_path))
+    code, out = run_trace(capsys, "--random", "--checkpoint", str(tmp_path))
     assert code == 2 and "exclude each other" in out
 
 
@@ -95,20 +87,20 @@ def test_checkpoint_folder(capsys, tmp_path):
     """--checkpoint reads a llava-hf style folder: weights, tokenizer files, preprocessor config."""
     from minivlm.trace import build_default
     build_default(tmp_path / "ckpt", seed=3)
-    code, out = run(capsys, "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "Who is this?", "--max-new-tokens", "3")
+    code, out = run_trace(capsys, "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "Who is this?", "--max-new-tokens", "3")
     assert code == 0, out
     assert f"checkpoint {tmp_path / 'ckpt'}" in out and "W h o" in out and "token ids equal -> ok" in out
 
 
 def test_missing_image_file_is_a_clear_error(capsys, tmp_path):
-    code, out = run(capsys, "--image", str(tmp_path / "nope.jpg"))
+    code, out = run_trace(capsys, "--image", str(tmp_path / "nope.jpg"))
     assert code == 2 and "no image file at" in out
 
 
 @pytest.mark.parametrize("model", [[], ["--random"]], ids=["shipped", "random"])
 def test_runs_without_transformers(capsys, monkeypatch, model):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
-    code, out = run(capsys, "--max-new-tokens", "2", *model)
+    code, out = run_trace(capsys, "--max-new-tokens", "2", *model)
     assert code == 0
     assert "transformers is not installed: no reference comparison" in out
     assert "generated tokens" in out
@@ -121,6 +113,6 @@ def test_cli_knows_the_command():
 
 @pytest.mark.cuda
 def test_trace_on_gpu_bf16(capsys, cuda_device):
-    code, out = run(capsys, "--device", cuda_device, "--dtype", "bfloat16", "--max-new-tokens", "3")
+    code, out = run_trace(capsys, "--device", cuda_device, "--dtype", "bfloat16", "--max-new-tokens", "3")
     assert "vs HF" in out and "generated tokens" in out
     assert code == 0, out

@@ -1,30 +1,22 @@
 """The anyres trace (minivlm/trace_next.py): `python -m minivlm trace --model llava_next_siglip`
 reproduces the seed's example stage by stage against transformers, and `--checkpoint` follows a
 LLaVA-OneVision folder (the shrink stage included)."""
-import argparse
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from minivlm.commands.trace import add_arguments, run
 from minivlm.parity.harness import build_seeded
 from minivlm.parity.llava_onevision import build_reference
 from minivlm.trace import tiny_vocabulary, write_tiny_tokenizer
+from trace_checks import run_trace
 
 pytest.importorskip("transformers")
 
 
-def parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
 def test_seed_example_matches_transformers(capsys, tmp_path):
-    code = run(parse("--model", "llava_next_siglip", "--max-new-tokens", "3", "--plot", str(tmp_path / "t.png")))
-    out = capsys.readouterr().out
+    code, out = run_trace(capsys, "--model", "llava_next_siglip", "--max-new-tokens", "3", "--plot", str(tmp_path / "t.png"))
     assert code == 0, out
     rows = {line.split("  ")[1].strip(): line for line in out.splitlines() if line[:2].strip().isdigit()}
     assert "(3, 27, 104)" in rows["image file"] and "[384, 384]" in rows["best resolution"]
@@ -51,8 +43,7 @@ def test_checkpoint_onevision_folder(capsys, tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(image)
-    code = run(parse("--checkpoint", str(tmp_path), "--image", str(image), "--max-new-tokens", "3"))
-    out = capsys.readouterr().out
+    code, out = run_trace(capsys, "--checkpoint", str(tmp_path), "--image", str(image), "--max-new-tokens", "3")
     assert code == 0, out
     rows = {line.split("  ")[1].strip(): line for line in out.splitlines() if line[:2].strip().isdigit()}
     assert "(6, 6, 48)" in rows["unpadded grid"] and "(2, 2, 48)" in rows["shrunk grid"]

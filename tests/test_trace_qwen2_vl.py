@@ -1,22 +1,14 @@
 """`python -m minivlm trace --model qwen2_vl` (and --checkpoint on a Qwen2-VL folder): every stage
 printed, each equal to transformers' stage, offline."""
-import argparse
 
 import numpy as np
 from PIL import Image
 
-from minivlm.commands import trace as trace_command
 from minivlm.trace_qwen2_vl import build_default
+from trace_checks import run_trace
 
 STAGES = ["smart_resize", "pixel_values", "patch embedding", "encoder layer 3", "patch merger", "prompt tokens",
           "M-RoPE positions", "merged embeddings", "decoder", "logits", "generated tokens"]
-
-
-def run(capsys, *argv):
-    parser = argparse.ArgumentParser()
-    trace_command.add_arguments(parser)
-    code = trace_command.run(parser.parse_args(list(argv)))
-    return code, capsys.readouterr().out
 
 
 def compared_rows(out):
@@ -29,7 +21,7 @@ def test_default_trace_on_an_odd_rgba_image(capsys, tmp_path):
     rgba[..., 0], rgba[..., 3], rgba[:, 40:60, 2] = 200, 128, 255
     path = tmp_path / "odd.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    code, out = run(capsys, "--model", "qwen2_vl", "--image", str(path), "--max-new-tokens", "3")
+    code, out = run_trace(capsys, "--model", "qwen2_vl", "--image", str(path), "--max-new-tokens", "3")
     assert code == 0, out
     for name in STAGES:
         assert name in out, name
@@ -40,7 +32,7 @@ def test_default_trace_on_an_odd_rgba_image(capsys, tmp_path):
 
 def test_checkpoint_folder_is_recognised(capsys, tmp_path):
     build_default(tmp_path, seed=3)
-    code, out = run(capsys, "--checkpoint", str(tmp_path), "--prompt", "Which shape?", "--max-new-tokens", "2")
+    code, out = run_trace(capsys, "--checkpoint", str(tmp_path), "--prompt", "Which shape?", "--max-new-tokens", "2")
     assert code == 0, out
     assert f"Qwen2-VL trace: checkpoint {tmp_path}" in out and "text resumes at" in out
     assert "token ids equal -> ok" in out
