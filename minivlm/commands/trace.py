@@ -67,7 +67,7 @@ def run(args):
     dtype = getattr(torch, args.dtype)
     with_reference = not args.no_reference and _transformers_available()
     from minivlm.trace_next import is_next_checkpoint, run_command
-    if getattr(args, "model", "llava") == "llava_next_siglip" or is_next_checkpoint(args.checkpoint):
+    if args.model == "llava_next_siglip" or is_next_checkpoint(args.checkpoint):
         return run_command(args, dtype, with_reference, TOLERANCE[args.dtype])  # the anyres trace
     start = time.time()
     from minivlm.trace_qwen2_vl import is_qwen2_vl
