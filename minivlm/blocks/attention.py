@@ -11,12 +11,11 @@ tests/test_blocks.py proves them equal. Switch globally with `set_attention_impl
 """
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .fused import split_linear, stack_linears
 from .masks import causal_mask, combine
-from .rotary import apply_rotary
+from .rotary import apply_rotary, rotate
 
 _IMPL = {"name": "sdpa"}
 
@@ -73,6 +72,14 @@ def attention_sdpa(q, k, v, mask=None, scale=None, dropout_p=0.0, causal=False):
 KERNELS = {"manual": attention_manual, "sdpa": attention_sdpa}
 
 
+def split_heads(x, head_dim):  # (B, L, H*Dh) -> (B, H, L, Dh): a view, no copy
+    return x.unflatten(-1, (-1, head_dim)).transpose(1, 2)
+
+
+def merge_heads(x):  # (B, H, L, Dh) -> (B, L, H*Dh); a copy only when L > 1
+    return x.transpose(1, 2).flatten(2)
+
+
 class Attention(nn.Module):
     """q/k/v projections -> heads -> (rotary) -> (cache) -> kernel -> merge heads -> o_proj.
 
@@ -123,16 +130,24 @@ class Attention(nn.Module):
             self.q_proj, self.k_proj, self.v_proj = split_linear(self.qkv_proj, self.qkv_sizes())
             self.qkv_proj = None
 
+    def rotated_fused_heads(self, x, rope):
+        """The fused self-attention path: one matmul gives every head's q | k | v side by side, and
+        q and k, adjacent there, are rotated in one pass (the same numbers as rotating each)."""
+        heads = split_heads(self.qkv_proj(x), self.head_dim)  # (B, H + 2 H_kv, L, Dh)
+        qk = rotate(heads[:, :self.num_heads + self.num_kv_heads], *rope)
+        return qk[:, :self.num_heads], qk[:, self.num_heads:], heads[:, self.num_heads + self.num_kv_heads:]
+
     def forward(self, x, context=None, mask=None, rope=None, cache=None, return_probs=False, causal=False):
         """x (B, Lq, D); context (B, Lk, D_kv) or None for self-attention; mask bool (B|1, 1|H, Lq, Lk);
         rope = (cos, sin) each (B, Lq, Dh); cache = a LayerCache that keeps k, v across calls;
         causal=True: also hide later keys (Lq == Lk), without a mask tensor on the sdpa path."""
-        q, k, v = self.project(x, x if context is None else context)
-        q = rearrange(q, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H, Lq, Dh)
-        k = rearrange(k, "b l (h d) -> b h l d", d=self.head_dim)  # (B, H_kv, Lk, Dh)
-        v = rearrange(v, "b l (h d) -> b h l d", d=self.head_dim)
-        if rope is not None:
-            q, k = apply_rotary(q, k, *rope)
+        if self.qkv_proj is not None and context is None and rope is not None:
+            q, k, v = self.rotated_fused_heads(x, rope)
+        else:
+            q, k, v = (split_heads(t, self.head_dim) for t in self.project(x, x if context is None else context))
+            # q (B, H, Lq, Dh); k, v (B, H_kv, Lk, Dh)
+            if rope is not None:
+                q, k = apply_rotary(q, k, *rope)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T, Dh): all positions so far
         dropout_p = self.dropout if self.training else 0.0
@@ -144,7 +159,7 @@ class Attention(nn.Module):
         else:
             kernel = KERNELS[self.impl or _IMPL["name"]]
             out = kernel(q, k, v, mask=mask, scale=self.scale, dropout_p=dropout_p, causal=causal)
-        out = self.o_proj(rearrange(out, "b h l d -> b l (h d)"))  # (B, Lq, D)
+        out = self.o_proj(merge_heads(out))  # (B, Lq, D)
         return (out, probs) if return_probs else out
 
     def extra_repr(self):

@@ -94,10 +94,15 @@ def rotate_half(x):  # (..., Dh): (x1, x2) -> (-x2, x1)
     return torch.cat([-x2, x1], dim=-1)
 
 
+def rotate(x, cos, sin):
+    """x (B, H, L, Dh); cos/sin (B, L, Dh) -> every head of x rotated by its position's angles."""
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    return x * cos + rotate_half(x) * sin
+
+
 def apply_rotary(q, k, cos, sin):
     """q (B, H, L, Dh), k (B, H_kv, L, Dh); cos/sin (B, L, Dh) -> rotated q, k."""
-    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def vision_rope_2d(rows, cols, head_dim, theta=10000.0):
