@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fused import split_linear, stack_linears
+from .linear import Linear
 from .masks import causal_mask, combine
 from .rotary import apply_rotary, rotate
 
@@ -100,10 +101,10 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.impl = impl  # None: follow set_attention_impl
         kv_dim = kv_dim or dim
-        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(num_heads * self.head_dim, dim, bias=out_bias)
+        self.q_proj = Linear(dim, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = Linear(kv_dim, self.num_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = Linear(num_heads * self.head_dim, dim, bias=out_bias)
         self.qkv_proj = None  # set by fuse(): q_proj, k_proj, v_proj stacked into one matmul
 
     def qkv_sizes(self):

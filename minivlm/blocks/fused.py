@@ -11,12 +11,14 @@ tests/test_fast_decode.py proves both give the same logits and greedy ids.
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 def stack_linears(linears):
     """nn.Linear layers with one input width -> one nn.Linear whose outputs are theirs, in order."""
     has_bias = linears[0].bias is not None
     w = torch.cat([m.weight.detach() for m in linears])  # (sum of outputs, in)
-    fused = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device="meta")
+    fused = Linear(w.shape[1], w.shape[0], bias=has_bias, device="meta")
     fused.weight = nn.Parameter(w, requires_grad=linears[0].weight.requires_grad)
     if has_bias:
         fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in linears]))
@@ -29,7 +31,7 @@ def split_linear(fused, sizes):
     weights = fused.weight.detach().split(sizes)
     biases = fused.bias.detach().split(sizes) if fused.bias is not None else [None] * len(sizes)
     for w, b in zip(weights, biases):
-        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
+        m = Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
         m.weight = nn.Parameter(w.clone(), requires_grad=fused.weight.requires_grad)
         if b is not None:
             m.bias = nn.Parameter(b.clone())

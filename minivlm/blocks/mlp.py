@@ -3,6 +3,7 @@ from torch import nn
 
 from .activations import get_activation
 from .fused import split_linear, stack_linears
+from .linear import Linear
 
 
 class MLP(nn.Module):
@@ -10,9 +11,9 @@ class MLP(nn.Module):
 
     def __init__(self, dim, hidden_dim, act="gelu", bias=True, out_dim=None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc1 = Linear(dim, hidden_dim, bias=bias)
         self.act = get_activation(act)
-        self.fc2 = nn.Linear(hidden_dim, out_dim or dim, bias=bias)
+        self.fc2 = Linear(hidden_dim, out_dim or dim, bias=bias)
 
     def forward(self, x):  # (B, N, D) -> (B, N, D)
         return self.fc2(self.act(self.fc1(x)))
@@ -23,9 +24,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim, hidden_dim, act="silu", bias=False):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden_dim, bias=bias)
-        self.up_proj = nn.Linear(dim, hidden_dim, bias=bias)
-        self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
+        self.gate_proj = Linear(dim, hidden_dim, bias=bias)
+        self.up_proj = Linear(dim, hidden_dim, bias=bias)
+        self.down_proj = Linear(hidden_dim, dim, bias=bias)
         self.act = get_activation(act)
         self.gate_up_proj = None  # set by fuse(): gate_proj and up_proj stacked into one matmul
 

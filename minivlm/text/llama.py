@@ -17,6 +17,7 @@ from torch import nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
 from ..blocks.fused import fuse_projections
+from ..blocks.linear import Linear
 from ..blocks.rotary import RotaryEmbedding
 from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
@@ -148,7 +149,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = cfg
         self.model = self.body(cfg)
         # reads the width tokens are embedded at (OPT may embed narrower than its layers run)
-        self.lm_head = nn.Linear(self.model.embed_tokens.embedding_dim, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(self.model.embed_tokens.embedding_dim, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # one matrix reads and writes tokens
 

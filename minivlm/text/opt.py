@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..blocks import MLP, Attention
+from ..blocks.linear import Linear
 from ..outputs import ModelOutput
 from .llama import LlamaForCausalLM, decoder_mask, embed_and_cache
 
@@ -95,8 +96,8 @@ class OPTModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, E, padding_idx=cfg.pad_token_id)
         self.embed_positions = nn.Embedding(cfg.max_position_embeddings + POSITION_OFFSET, D)
         # opt-350m embeds words at 512 and runs the layers at 1024: two bias-free projections between.
-        self.project_in = nn.Linear(E, D, bias=False) if E != D else None
-        self.project_out = nn.Linear(D, E, bias=False) if E != D else None
+        self.project_in = Linear(E, D, bias=False) if E != D else None
+        self.project_out = Linear(D, E, bias=False) if E != D else None
         self.layers = nn.ModuleList(OPTDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         keep_final = cfg.do_layer_norm_before and not cfg.remove_final_layer_norm
         self.final_norm = nn.LayerNorm(D, elementwise_affine=cfg.layer_norm_elementwise_affine) if keep_final else None
