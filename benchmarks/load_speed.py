@@ -7,7 +7,8 @@ The folder: a 1.1B Llama (TinyLlama's shape: hidden 2048, 22 layers, 32 heads, 4
 intermediate 5632, vocab 32000), random bf16 weights in 3 safetensors shards (2.2 GB), written one
 tensor at a time from names and shapes taken from HF's model built on the meta device — the
 model is never materialised, let alone in fp32. Each loader runs in its own subprocess (a fresh
-allocator, nothing cached in Python) with dtype=bfloat16: load time is the wall time of the load
+allocator, nothing cached in Python) with dtype=bfloat16 — minivlm twice, reading the weights in (its
+default) and with mmap=True: load time is the wall time of the load
 call, peak host memory the child's VmHWM (peak resident pages, imports included). Both forwards
 must give the same logits. A last run loads with device="meta": every tensor is read and copied off
 the host as a GPU load does, so its peak host memory is what a GPU load costs the host. The folder
@@ -84,7 +85,8 @@ def child(loader, folder, device, logits_path):
     else:
         sys.path.insert(0, ROOT)
         import weights_convert
-        load = lambda: weights_convert.load_pretrained(folder, dtype=torch.bfloat16, device=device)  # noqa: E731
+        load = lambda: weights_convert.load_pretrained(folder, dtype=torch.bfloat16, device=device,  # noqa: E731
+                                                       mmap=loader == "minivlm-mmap")
     before = peak_rss()
     start = time.perf_counter()
     model = load()
@@ -118,7 +120,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=2, help="runs per loader, alternating (best time, worst peak)")
     p.add_argument("--keep", action="store_true", help="keep the folder (reused by the next run)")
-    p.add_argument("--child", choices=("transformers", "minivlm"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("transformers", "minivlm", "minivlm-mmap"), help=argparse.SUPPRESS)
     p.add_argument("--logits", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -130,7 +132,7 @@ def main():
         print(f"wrote {args.folder} in {time.perf_counter() - start:.1f}s")
     weights = sum(os.path.getsize(os.path.join(args.folder, f)) for f in os.listdir(args.folder)
                   if f.endswith(".safetensors"))
-    runs = {"transformers": [], "minivlm": []}
+    runs = {"transformers": [], "minivlm": [], "minivlm-mmap": []}
     try:
         for _ in range(args.repeats):
             for loader in runs:  # alternating, so both see the same page cache
@@ -160,9 +162,9 @@ def main():
         print(f"{name:<14}{r['load_s']:>8.2f}{r['load_s'] / ref['load_s']:>7.2f}{total:>13.2f}{total / ref_total:>7.2f}"
               f"{r['peak_all'] / gb:>9.2f}{r['peak_all'] / weights:>11.2f}{r['peak_all'] / ref['peak_all']:>7.2f}"
               f"{r['peak_load'] / gb:>12.2f}{r['rss_imports'] / gb:>12.2f}")
-    print("\npeak: the process's peak resident memory through load and forward (both loaders map the safetensors "
-          "files, so the weights become resident when the forward first reads them); at load: the peak when "
-          "load returned; imports: before it")
+    print("\npeak: the process's peak resident memory through load and forward (transformers and minivlm-mmap map "
+          "the safetensors files, so the weights become resident when the forward first reads them; minivlm reads "
+          "them in at load); at load: the peak when load returned; imports: before it")
     if args.device == "cpu":
         print(f"minivlm with device='meta' (each tensor read, then copied off the host, as to a GPU): load "
               f"{copy_path['load_s']:.2f} s, peak host {copy_path['peak_load'] / gb:.2f} GB, of which "

@@ -89,12 +89,17 @@ def test_device_meta_goes_through_the_copy_path(llama, tmp_path):
     assert ours.lm_head.weight is ours.model.embed_tokens.weight
 
 
-def test_stored_bf16_weights_are_the_files_own_memory(llama, tmp_path):
-    """Same dtype on the CPU: no copy, the parameter is the memory-mapped file (copy-on-write)."""
+def test_stored_bf16_weights_are_the_files_own_memory_with_mmap(llama, tmp_path):
+    """mmap=True, same dtype on the CPU: no copy, the parameter is the memory-mapped file (copy-on-write).
+    By default each weight is read into its own memory instead, with the same values."""
     save(llama.to(torch.bfloat16), tmp_path)
     llama.float()
-    ours = weights_convert.load_pretrained(tmp_path, dtype=torch.bfloat16)
+    read = weights_convert.load_pretrained(tmp_path, dtype=torch.bfloat16)
+    ours = weights_convert.load_pretrained(tmp_path, dtype=torch.bfloat16, mmap=True)
     reference = load_file(str(tmp_path / "model.safetensors"))
+    q = read.model.layers[0].attn.q_proj.weight
+    assert torch.equal(q, reference["model.layers.0.self_attn.q_proj.weight"])
+    assert q.untyped_storage().nbytes() == q.numel() * 2  # its own bytes, not the file's
     w = ours.model.layers[0].attn.q_proj.weight
     assert torch.equal(w, reference["model.layers.0.self_attn.q_proj.weight"])
     assert w.untyped_storage().nbytes() == (tmp_path / "model.safetensors").stat().st_size
