@@ -110,12 +110,17 @@ def reference_and_ours(make_reference, dtype, device):
 
 
 def weight_bytes(model):
-    """Bytes of distinct parameters and buffers (a tied matrix counted once): what one decode step reads."""
+    """Bytes of the matrices one decode step reads: every distinct (tied ones once) parameter and buffer
+    of two or more dims, but an embedding table only where it is also the output head (tied): a step
+    looks up one row of it, so an untied table, or the float one an int8 head was copied from, is not read."""
     seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() not in seen and t.dim() > 1:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            continue
+        for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            if t.dim() > 1 and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
     return total
 
 
