@@ -174,6 +174,25 @@ def test_int8_weights_keep_top1_agreement(models, tmp_path):
         f"int8 top-1 agreement {near / count:.3f} (strict {strict / count:.3f}) over {count} positions"
 
 
+@torch.no_grad()
+def test_int8_compiled_step_is_the_dequantised_product(models, monkeypatch):
+    """Under torch.compile Int8Linear is written as the sum x . (q * s) (one fused loop in inductor):
+    that form equals the dequantised float product, and a compiled int8 decode gives the greedy ids
+    of the same form run eagerly."""
+    import copy
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(40, 24))
+    x = torch.randn(1, 1, 40)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    expected = torch.nn.functional.linear(x, layer.weight.float() * layer.scale[:, None]) + layer.bias
+    assert (layer(x) - expected).abs().max() <= 1e-5
+    _, ours, inputs = models["gqa-3to1-bias-head_dim-10/generate"]
+    int8 = quantize_int8(copy.deepcopy(ours))
+    eager_form = generate(CompiledDecoder(int8, compile=False), **inputs, max_new_tokens=6)
+    monkeypatch.undo()
+    assert torch.equal(generate(CompiledDecoder(int8), **inputs, max_new_tokens=6), eager_form)
+
+
 def test_int8_linear_is_within_half_a_step_per_row():
     torch.manual_seed(0)
     linear = torch.nn.Linear(40, 24)

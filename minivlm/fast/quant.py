@@ -26,7 +26,12 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x):  # (..., in) -> (..., out)
-        if x.device.type == "cpu" and self.in_features % 16 == 0:  # the kernel's blocking (others crash)
+        if torch.compiler.is_compiling():
+            # Inside a compiled decode step (fast/compiled.py): written as the sum it is, inductor makes
+            # one loop that reads each int8 weight once, converts it in registers and accumulates,
+            # with no dequantised copy of W in memory (inductor cannot lower the kernel below here).
+            y = (x.unsqueeze(-2) * self.weight.to(x.dtype)).sum(-1) * self.scale.to(x.dtype)  # (..., out)
+        elif x.device.type == "cpu" and self.in_features % 16 == 0:  # the kernel's blocking (others crash)
             # torch's CPU kernel for exactly this (int8 weights, per-row scales) reads the int8 bytes
             # directly; it is fast for bf16 activations, so fp32 ones take that route too (their
             # rounding to bf16, 2^-9 relative, is below the weights' own int8 rounding).
