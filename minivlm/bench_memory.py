@@ -191,6 +191,7 @@ def save_reference(shape, dtype, folder):
     import transformers
     from .bench import default_dtype
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
     config = transformers.LlamaConfig(**shape, attn_implementation="sdpa")
     with default_dtype(dtype):
