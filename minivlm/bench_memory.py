@@ -19,10 +19,16 @@ Then, around each generate call: free what Python and glibc still hold (gc, mall
 VmRSS (the baseline: imports + the loaded, resident model), reset the kernel's high-water mark
 (writing 5 to /proc/self/clear_refs sets VmHWM back to the current RSS, Linux >= 4.0), call
 generate, read VmHWM. "above model" is VmHWM - baseline: everything generation itself held at its
-peak (KV cache, activations, logits, workspaces). Generate runs twice: the first call also pays
-one-time costs (library caches, lazily built tables), the second shows the steady state.
-"process peak" is the child's VmHWM over its whole life (imports, load and generation).
-tests/test_bench_memory.py checks the instrument on a child that allocates a known amount.
+peak (KV cache, activations, logits, workspaces, and what the allocator kept or fragmented).
+Generate runs twice: the first call also pays one-time costs (library code paged in, lazily built
+tables and caches), the second shows the steady state. "process peak" is the child's VmHWM over its
+whole life (imports, load and generation).
+
+A third call runs under torch's profiler with profile_memory: summing its allocation and free
+events in time order gives the peak of torch tensors alive at once ("tensors"), exact and
+allocator-independent — the number to explain a difference with (which tensors, which phase);
+RSS is what the machine pays. tests/test_bench_memory.py checks both on a child that holds a known
+200 MiB.
 """
 import ctypes
 import gc
