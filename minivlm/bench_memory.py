@@ -34,7 +34,7 @@ import ctypes
 import gc
 import json
 import os
-import statistics
+from statistics import median
 import subprocess
 import sys
 import tempfile
@@ -209,10 +209,6 @@ def save_reference(shape, dtype, folder):
     return weights
 
 
-def median(values):
-    return statistics.median(values)
-
-
 def run_memory_bench(workloads=None, impls=IMPLS, toy=False, batch=1, prompt_len=None, new_tokens=None, repeats=1,
                      log=print):
     """One row per (workload, impl): weights_MB, model_MB (the process with the model resident),
@@ -224,7 +220,8 @@ def run_memory_bench(workloads=None, impls=IMPLS, toy=False, batch=1, prompt_len
     rows = []
     for workload in workloads or list(cases):
         if workload not in cases:
-            raise ValueError(f"memory workloads are {', '.join(cases)}{' (with --toy)' if toy else ''}; got {workload!r}")
+            raise ValueError(f"memory workloads are {', '.join(cases)}{' (with --toy)' if toy else ''}; "
+                             f"got {workload!r}")
         shape, dtype, prompt, new = cases[workload]
         prompt, new = prompt_len or prompt, new_tokens or new
         with tempfile.TemporaryDirectory() as folder:
@@ -243,7 +240,8 @@ def run_memory_bench(workloads=None, impls=IMPLS, toy=False, batch=1, prompt_len
                      "process_peak_MB": median([c["process_peak_MB"] for c in runs]),
                      "ids_equal": None if reference_ids is None else all(c["new_ids"] == reference_ids for c in runs)}
                 rows.append(r)
-                log(f"  {workload} {impl}: generate peak +{r['steady_MB']:.1f} MB RSS (first call +{r['first_MB']:.1f}), "
+                log(f"  {workload} {impl}: generate peak +{r['steady_MB']:.1f} MB RSS "
+                    f"(first call +{r['first_MB']:.1f}), "
                     f"tensors {r['tensors_MB']:.1f} MB, over a {r['model_MB']:.0f} MB process; process peak "
                     f"{r['process_peak_MB']:.0f} MB")
     return rows

@@ -9,9 +9,11 @@ is at least the KV cache that any implementation must hold at the end (computed 
 import sys
 
 import pytest
+import torch
 
 from minivlm.bench import TOY_LLAMA
-from minivlm.bench_memory import IMPLS, format_memory_table, run_child, run_memory_bench
+from minivlm.bench_memory import (IMPLS, format_memory_table, generate_fn, load, run_child, run_memory_bench,
+                                  save_reference, tensor_peak)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self (Linux)")
 
@@ -54,23 +56,13 @@ def test_toy_bench_rows_are_sane():
 def test_generate_holds_no_more_tensors_than_transformers(static_cache, tmp_path):
     """Issue 12's memory target at toy size, on the exact (profiler) count: at its peak, minivlm's
     generate holds no more in torch tensors than transformers' for the same prompt and length."""
-    import torch
-    import transformers
-
-    from minivlm.bench_memory import save_reference, tensor_peak
-    from weights_convert import load_pretrained
     # full-width KV heads and as many new tokens as prompt ones: the cache's share of the peak shows
     shape = dict(TOY_LLAMA, num_hidden_layers=4, num_key_value_heads=4, intermediate_size=512)
     save_reference(shape, torch.float32, tmp_path)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    ours = load_pretrained(tmp_path, dtype=torch.float32)
+    reference, ours = load("transformers", tmp_path, torch.float32), load("minivlm", tmp_path, torch.float32)
     ids = torch.randint(0, TOY_LLAMA["vocab_size"], (4, 128), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
     with torch.no_grad():
-        theirs, their_peak = tensor_peak(lambda: reference.generate(
-            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=128, min_new_tokens=128,
-            eos_token_id=None, pad_token_id=0))
-        mine, my_peak = tensor_peak(lambda: ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=128,
-                                                          eos_token_id=None, static_cache=static_cache))
+        theirs, their_peak = tensor_peak(generate_fn("transformers", reference, ids, 128))
+        mine, my_peak = tensor_peak(generate_fn(IMPLS[1] if static_cache else IMPLS[2], ours, ids, 128))
     assert torch.equal(mine, theirs)
     assert my_peak <= their_peak, (my_peak, their_peak)
