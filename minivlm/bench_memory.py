@@ -34,11 +34,11 @@ import ctypes
 import gc
 import json
 import os
-from statistics import median
 import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 import torch
 
