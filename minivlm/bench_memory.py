@@ -111,7 +111,7 @@ def touch(model):
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             if t.numel():
-                t.view(-1)[:: max(1, 4096 // t.element_size())].sum()  # one element per 4 KiB page
+                t.reshape(-1)[:: max(1, 4096 // t.element_size())].sum()  # one element per 4 KiB page
 
 
 def load(impl, folder, dtype):
@@ -133,8 +133,8 @@ def generate_fn(impl, model, ids, new_tokens):
 
 
 def calibration_fn(spec):
-    """The instrument's own check: a "generate" that holds spec['calibrate_mb'] MB at once, made of
-    one tensor ('one') or of 64 KiB pieces from glibc's heap ('pieces'), then frees it."""
+    """The instrument's own check: a "generate" that holds spec['calibrate_mb'] MiB at once, as one
+    tensor (a fresh mmap) or, with spec['pieces'], as 64 KiB tensors from glibc's heap, then frees it."""
     nbytes = spec["calibrate_mb"] * MB
 
     def fn():
@@ -148,7 +148,8 @@ def calibration_fn(spec):
 
 
 def child(spec):
-    """Runs in the fresh subprocess: load, touch, generate twice, measure. Returns a JSON-able dict."""
+    """Runs in the fresh subprocess: load, touch, generate twice (RSS), once more profiled (tensors).
+    Returns a JSON-able dict."""
     torch.set_num_threads(spec.get("threads", 1))
     imported = memory_status()["VmRSS"]
     if "calibrate_mb" in spec:
@@ -168,11 +169,10 @@ def child(spec):
         for _ in range(spec.get("calls", 2)):
             out, base, peak = peak_around(fn)
             runs.append({"base": base, "peak": peak})
-        if spec.get("tensors", True):  # last: the profiler's own memory would blur the RSS calls
-            out, tensors = tensor_peak(fn)
+        out, tensors = tensor_peak(fn)  # last: the profiler's own memory would blur the RSS calls
     result = {"imported_MB": imported, "load_peak_MB": load_peak, "runs": runs,
               "process_peak_MB": max([load_peak] + [r["peak"] for r in runs]),
-              "tensors_MB": tensors if spec.get("tensors", True) else None,
+              "tensors_MB": tensors,
               "new_ids": out[:, -spec.get("new", 0):].tolist() if spec.get("new") else []}
     if model is not None:
         result["load_seconds"] = load_seconds
