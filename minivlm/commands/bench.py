@@ -1,7 +1,9 @@
 """python -m minivlm bench [--workloads decode ...] [--dtype bfloat16] [--device cuda] [--compile] [--json F]
+python -m minivlm bench --memory [--workloads decode decode_1b decode_long] [--repeats 3] [--json F]
 
 minivlm and transformers side by side on the same weights, interleaved in one process, with the
-machine's measured limits (minivlm/bench.py describes the workloads). Speeds are measured, never
+machine's measured limits (minivlm/bench.py describes the workloads). --memory measures generation's
+peak host memory instead, each implementation in a fresh process (minivlm/bench_memory.py). Speeds are measured, never
 asserted: the table is for the README and for finding what is left to gain.
 """
 import json
@@ -14,8 +16,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def add_arguments(p):
     from minivlm.bench import WORKLOADS
-    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=None,
-                   help=f"which to run (default: all of {', '.join(WORKLOADS)}; --quick drops decode_1b)")
+    from minivlm.bench_memory import CASES
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS + tuple(w for w in CASES if w not in WORKLOADS),
+                   default=None, help=f"which to run (default: all of {', '.join(WORKLOADS)}; --quick drops "
+                   f"decode_1b; with --memory: {', '.join(CASES)})")
     p.add_argument("--dtype", choices=DTYPES, help="one dtype for every workload (default: fp32, bf16 for decode_1b)")
     p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"))
     p.add_argument("--batch-size", type=int, help="images (vision) / sequences (prefill, decode); default 8 / 1 / 1")
@@ -29,6 +33,9 @@ def add_arguments(p):
     p.add_argument("--cpu-time", action="store_true",
                    help="time by the thread's CPU time, not wall-clock (needs --threads 1 on cpu): steady ratios "
                         "on a machine shared with other work")
+    p.add_argument("--memory", action="store_true",
+                   help="instead of speed: generation's peak host memory (CPU), transformers vs minivlm, each in a "
+                        "fresh process, median of --repeats children (--quick: 1)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -42,6 +49,12 @@ def run(args):
     import time
 
     from minivlm.bench import CLOCK, WORKLOADS, format_table, run_bench
+    if args.memory:
+        return run_memory(args)
+    if args.workloads and not set(args.workloads) <= set(WORKLOADS):
+        print(f"{', '.join(sorted(set(args.workloads) - set(WORKLOADS)))}: a --memory workload only; "
+              f"speed workloads are {', '.join(WORKLOADS)}")
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_time:
@@ -58,4 +71,23 @@ def run(args):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+    return 0
+
+
+def run_memory(args):
+    from minivlm.bench_memory import CASES, TOY_CASES, format_memory_table, run_memory_bench
+    if args.device != "cpu":
+        print(f"--memory measures host memory (resident pages) and runs on cpu, got --device {args.device}")
+        return 2
+    cases = TOY_CASES if args.toy else CASES
+    unknown = [w for w in args.workloads or [] if w not in cases]
+    if unknown:
+        print(f"--memory{' --toy' if args.toy else ''} workloads are {', '.join(cases)}; got {', '.join(unknown)}")
+        return 2
+    rows = run_memory_bench(args.workloads, toy=args.toy, batch=args.batch_size or 1, prompt_len=args.prompt_len,
+                            new_tokens=args.new_tokens, repeats=1 if args.quick else args.repeats)
+    print(format_memory_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"memory": rows}, f, indent=1)
     return 0
