@@ -50,9 +50,7 @@ def test_toy_bench_rows_are_sane():
     assert table.count("| decode |") == len(IMPLS)
 
 
-# The static cache joins when blocks/kv_cache.py's StaticKVCache makes its buffers after the prefill
-# (/work/notes/issue-12-kvcache.patch): made at the prefill, it holds more (5.5 vs 4.6 MiB here).
-@pytest.mark.parametrize("static_cache", [False], ids=["growing-cache"])
+@pytest.mark.parametrize("static_cache", [True, False], ids=["static-cache", "growing-cache"])
 def test_generate_holds_no_more_tensors_than_transformers(static_cache, tmp_path):
     """Issue 12's memory target at toy size, on the exact (profiler) count: at its peak, minivlm's
     generate holds no more in torch tensors than transformers' for the same prompt and length."""

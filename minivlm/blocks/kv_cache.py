@@ -6,6 +6,13 @@ them, so a decode step costs one position of compute instead of the whole prefix
 import torch
 
 
+def owned(t):
+    """t itself, or a copy of it where t is a view into a larger tensor: the fused q|k|v projection
+    hands back k and v as slices of one (B, L, (H + 2 H_kv) Dh) output, and a cache keeping such a
+    slice would keep the whole output (queries included) alive until the next step."""
+    return t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
+
+
 class LayerCache:
     """Keys and values of one attention layer: (B, H_kv, T, Dh) each, grown along T."""
 
@@ -15,7 +22,7 @@ class LayerCache:
 
     def update(self, k, v):  # (B, H_kv, L_new, Dh) -> (B, H_kv, T + L_new, Dh)
         if self.k is None:
-            self.k, self.v = k, v
+            self.k, self.v = owned(k), owned(v)
         else:
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)
@@ -47,8 +54,13 @@ class StaticLayerCache:
 
     `update` writes the new positions in place at [length, length + L_new) and hands back views of
     the positions written so far, so a decode step copies one position instead of re-concatenating
-    the whole prefix (gpt-fast's static cache). The buffers are made at the first update, when batch,
-    heads, dtype and the prompt length are known: max_len = prompt length + `room`.
+    the whole prefix (gpt-fast's static cache). max_len = prompt length + `room`.
+
+    The buffers are made at the first decode step, not at the prefill: the prompt's k, v are kept as
+    they come, then copied in. Made at the prefill, every layer's buffer for the `room` positions not
+    written yet would be held while the prefill's activations peak, a peak above what a growing
+    cache needs (measured by minivlm/bench_memory.py); made here, the copy costs one layer's prompt
+    at a time.
 
     For a compiled decode step (minivlm/fast/compiled.py) `slot` is set to a (1,) tensor: the new
     position is written there and the *whole* buffer comes back, so every step has the same shapes;
@@ -60,19 +72,25 @@ class StaticLayerCache:
         self.k = self.v = None
         self.length = 0
         self.slot = None
+        self.buffered = False  # False: k, v are the prompt's own tensors
 
-    def allocate(self, k, max_len):  # k (B, H_kv, L, Dh) -> two zero buffers (B, H_kv, max_len, Dh)
-        b, h, _, d = k.shape
-        self.k = k.new_zeros(b, h, max_len, d)
-        self.v = k.new_zeros(b, h, max_len, d)
+    def allocate(self):  # the prompt's k, v (B, H_kv, L, Dh) -> buffers (B, H_kv, L + room, Dh) holding them
+        if self.buffered or self.k is None:
+            return
+        b, h, n, d = self.k.shape
+        k, v = self.k.new_zeros(b, h, n + self.room, d), self.v.new_zeros(b, h, n + self.room, d)
+        k[:, :, :n], v[:, :, :n] = self.k, self.v
+        self.k, self.v, self.buffered = k, v, True
 
     def update(self, k, v):  # (B, H_kv, L_new, Dh) -> (B, H_kv, length + L_new, Dh) views
         if self.slot is not None:  # compiled step: fixed shapes, position given as a tensor
             self.k.index_copy_(2, self.slot, k)
             self.v.index_copy_(2, self.slot, v)
             return self.k, self.v
-        if self.k is None:
-            self.allocate(k, k.shape[2] + self.room)
+        if self.k is None:  # the prompt
+            self.k, self.v, self.length = owned(k), owned(v), k.shape[2]
+            return self.k, self.v
+        self.allocate()
         end = self.length + k.shape[2]
         if end > self.k.shape[2]:
             raise ValueError(f"static KV cache full: it holds {self.k.shape[2]} positions, "
@@ -101,6 +119,11 @@ class StaticKVCache:
 
     def __len__(self):
         return self.layers[0].length if self.layers else 0
+
+    def allocate(self):
+        """Make every layer's buffers now (a compiled step needs them before its first call)."""
+        for layer in self.layers:
+            layer.allocate()
 
     def reorder(self, index):
         """Keep only the batch rows in `index`."""

@@ -53,6 +53,7 @@ class CompiledDecoder:
         if cache is None or len(cache) == 0 or input_ids is None or input_ids.shape[1] != 1 or self.decoder.model.rope.dynamic:
             return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               past_key_values=cache, use_cache=use_cache, **kwargs)
+        cache.allocate()  # the prompt's k, v into the fixed buffers the compiled step writes into
         layers = cache.layers
         past, max_len = len(cache), layers[0].k.shape[2]
         slot = torch.tensor([past], device=input_ids.device)
