@@ -12,10 +12,16 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = get_activation(act)
+        self.act_ = get_activation(act, inplace=True)  # None where the activation has no in-place form
         self.fc2 = nn.Linear(hidden_dim, out_dim or dim, bias=bias)
 
     def forward(self, x):  # (B, N, D) -> (B, N, D)
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)  # (B, N, hidden): the largest tensor of the layer
+        if h.requires_grad or self.act_ is None:
+            return self.fc2(self.act(h))
+        # Inference: h is ours alone, so the activation overwrites it instead of allocating another
+        # (B, N, hidden) tensor. tests/test_fast_forward.py checks both branches give the same output.
+        return self.fc2(self.act_(h))
 
 
 class SwiGLU(nn.Module):
