@@ -13,10 +13,16 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = Linear(dim, hidden_dim, bias=bias)
         self.act = get_activation(act)
+        self.act_ = get_activation(act, inplace=True)  # None where the activation has no in-place form
         self.fc2 = Linear(hidden_dim, out_dim or dim, bias=bias)
 
     def forward(self, x):  # (B, N, D) -> (B, N, D)
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.fc1(x)  # (B, N, hidden): the largest tensor of the layer
+        if h.requires_grad or self.act_ is None:
+            return self.fc2(self.act(h))
+        # Inference: h is ours alone, so the activation overwrites it instead of allocating another
+        # (B, N, hidden) tensor. tests/test_fast_forward.py checks both branches give the same output.
+        return self.fc2(self.act_(h))
 
 
 class SwiGLU(nn.Module):
@@ -28,6 +34,7 @@ class SwiGLU(nn.Module):
         self.up_proj = Linear(dim, hidden_dim, bias=bias)
         self.down_proj = Linear(hidden_dim, dim, bias=bias)
         self.act = get_activation(act)
+        self.act_ = get_activation(act, inplace=True)
         self.gate_up_proj = None  # set by fuse(): gate_proj and up_proj stacked into one matmul
 
     def fuse(self, on=True):
@@ -43,5 +50,9 @@ class SwiGLU(nn.Module):
     def forward(self, x):  # (B, N, D) -> (B, N, D)
         if self.gate_up_proj is not None:
             gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, N, hidden) each
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        if gate.requires_grad or self.act_ is None:
             return self.down_proj(self.act(gate) * up)
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        # Inference: gate is ours alone (a fresh output, or a view of one), so act and product overwrite it.
+        return self.down_proj(self.act_(gate).mul_(up))

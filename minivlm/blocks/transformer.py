@@ -31,8 +31,11 @@ class EncoderLayer(nn.Module):
         self.mlp = SwiGLU(dim, mlp_dim, act=act, bias=True) if gated_mlp else MLP(dim, mlp_dim, act=act)
 
     def forward(self, x, mask=None, rope=None):  # (B, N, D) -> (B, N, D); rope: cos, sin (B, N, Dh)
-        x = x + self.attn(self.norm1(x), mask=mask, rope=rope)
-        return x + self.mlp(self.norm2(x))
+        # x + sublayer(x), the residual added into the sublayer's output: a new tensor of its own (the
+        # last linear's), so no third (B, N, D) tensor is allocated; x itself (which the caller may keep,
+        # e.g. in hidden_states) is not touched, and autograd allows it (no backward reads that output).
+        x = self.attn(self.norm1(x), mask=mask, rope=rope).add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class Encoder(nn.Module):

@@ -99,7 +99,19 @@ def select_features(hidden_states, layer, strategy):
     with a tower that has none (SigLIP) it is the first patch, as transformers does (tokens_per_image).
     """
     layers = [layer] if isinstance(layer, int) else layer
-    picked = [hidden_states[k] for k in layers]
+    return join_features([hidden_states[k] for k in layers], strategy)
+
+
+def tower_features(tower, pixel_values, layer, strategy):
+    """select_features(tower(pixel_values, output_hidden_states=True).hidden_states, layer, strategy),
+    running only the tower layers the selection reads (VisionTransformer.hidden_states_at): with
+    LLaVA's -2 the last layer is skipped. tests/test_fast_forward.py checks the two are equal."""
+    layers = [layer] if isinstance(layer, int) else layer
+    return join_features(tower.hidden_states_at(pixel_values, layers), strategy)
+
+
+def join_features(picked, strategy):
+    """The picked hidden states (I, 1 + N, D_v) each -> (I, N, k * D_v): see select_features."""
     if strategy == "default":
         picked = [h[:, 1:] for h in picked]  # (I, N, D_v)
     return torch.cat(picked, dim=-1) if len(picked) > 1 else picked[0]
@@ -146,8 +158,7 @@ class LlavaForConditionalGeneration(nn.Module):
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         check_feature_selection(layer, strategy, self.config.vision_config.num_layers)
-        tower = self.vision_tower(pixel_values, output_hidden_states=True)
-        return self.multi_modal_projector(select_features(tower.hidden_states, layer, strategy))
+        return self.multi_modal_projector(tower_features(self.vision_tower, pixel_values, layer, strategy))
 
     def embed(self, input_ids, pixel_values=None, vision_feature_layer=None, vision_feature_select_strategy=None):
         """Token embeddings with the image features written in: (B, L, D_t), and the features (I*N, D_t)."""

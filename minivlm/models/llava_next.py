@@ -24,7 +24,7 @@ from torch import nn
 from ..blocks.token_ids import lookup_tokens
 from ..processing.anyres import MERGES, AnyresGeometry, grid_shape, num_image_tokens, num_tiles, unpad_bounds
 from .llava import LlavaConfig, LlavaForConditionalGeneration, check_feature_selection, merge_image_features
-from .llava import select_features
+from .llava import tower_features
 
 DEFAULT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
 
@@ -110,8 +110,7 @@ class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
 
     def select_and_project(self, pixel_values, layer, strategy):
         """(I, 3, t, t) -> the tower's selected features, projected: (I, N, D_t)."""
-        tower = self.vision_tower(pixel_values, output_hidden_states=True)
-        return self.multi_modal_projector(select_features(tower.hidden_states, layer, strategy))
+        return self.multi_modal_projector(tower_features(self.vision_tower, pixel_values, layer, strategy))
 
     def get_image_features(self, pixel_values, image_sizes=None, vision_feature_layer=None,
                            vision_feature_select_strategy=None, tiled=None):

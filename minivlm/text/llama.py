@@ -36,8 +36,9 @@ class DecoderLayer(nn.Module):
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, act=cfg.hidden_act, bias=cfg.mlp_bias)
 
     def forward(self, x, mask, rope, cache=None, causal=False):  # (B, L, D) -> (B, L, D)
-        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal)
-        return x + self.mlp(self.norm2(x))
+        # x + sublayer(x), added into the sublayer's own fresh output (as blocks/transformer.py does)
+        x = self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal).add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 def check_inputs(input_ids, inputs_embeds, hidden_size):

@@ -112,11 +112,14 @@ class VisionTransformer(nn.Module):
             x = torch.cat([cls, x], dim=1)  # (B, 1 + N, D)
         return x + self.position_embeddings(*pixel_values.shape[-2:])
 
+    def encoder_input(self, pixel_values, interpolate_pos_encoding=False):
+        """embed, then the pre-encoder norm where the tower has one (CLIP): hidden_states[0]."""
+        x = self.embed(pixel_values, interpolate_pos_encoding)
+        return x if self.pre_norm is None else self.pre_norm(x)
+
     def forward(self, pixel_values, interpolate_pos_encoding=False, output_hidden_states=False):
         cfg = self.config
-        x = self.embed(pixel_values, interpolate_pos_encoding)
-        if self.pre_norm is not None:
-            x = self.pre_norm(x)
+        x = self.encoder_input(pixel_values, interpolate_pos_encoding)
         x, hidden_states = self.encoder(x, output_hidden_states=output_hidden_states)
         if cfg.final_norm in ("sequence", "both"):
             x = self.final_norm(x)
@@ -134,6 +137,22 @@ class VisionTransformer(nn.Module):
         if output_hidden_states:
             out.hidden_states = hidden_states
         return out
+
+    def hidden_states_at(self, pixel_values, indices):
+        """[hidden_states[k] for k in indices], numbered as forward(output_hidden_states=True) numbers
+        them (0: the encoder's input, i: the output of layer i, negative: from the end), computed by
+        running only the layers up to the deepest one asked for and keeping only the states asked for.
+        LLaVA reads layer -2: the last layer, final norm and pooler would be work thrown away (which
+        transformers does: it runs the whole tower with output_hidden_states=True)."""
+        n = self.config.num_layers
+        wanted = [k % (n + 1) for k in indices]  # -1 -> n, -2 -> n - 1, ...
+        x = self.encoder_input(pixel_values)
+        kept = {0: x}
+        for i, layer in enumerate(self.encoder.layers[:max(wanted)], start=1):
+            x = layer(x)
+            if i in wanted:
+                kept[i] = x
+        return [kept[k] for k in wanted]
 
     def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False, what="pixel_values"):
         """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
