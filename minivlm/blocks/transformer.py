@@ -53,3 +53,15 @@ class Encoder(nn.Module):
             if output_hidden_states:
                 hidden_states.append(x)
         return x, (tuple(hidden_states) if output_hidden_states else None)
+
+    def hidden_states_at(self, x, indices):
+        """[hidden_states[k] for k in indices], numbered as forward numbers them (0: the input, i: the
+        output of layer i, negative: from the end), running only the layers up to the deepest one asked
+        for and keeping only the states asked for (the others are freed as the loop moves on)."""
+        wanted = [k % (len(self.layers) + 1) for k in indices]  # -1 -> the last layer's output, ...
+        kept = {0: x}
+        for i, layer in enumerate(self.layers[:max(wanted)], start=1):
+            x = layer(x)
+            if i in wanted:
+                kept[i] = x
+        return [kept[k] for k in wanted]

@@ -140,19 +140,10 @@ class VisionTransformer(nn.Module):
 
     def hidden_states_at(self, pixel_values, indices):
         """[hidden_states[k] for k in indices], numbered as forward(output_hidden_states=True) numbers
-        them (0: the encoder's input, i: the output of layer i, negative: from the end), computed by
-        running only the layers up to the deepest one asked for and keeping only the states asked for.
+        them, running only the encoder layers up to the deepest one asked for (Encoder.hidden_states_at).
         LLaVA reads layer -2: the last layer, final norm and pooler would be work thrown away (which
         transformers does: it runs the whole tower with output_hidden_states=True)."""
-        n = self.config.num_layers
-        wanted = [k % (n + 1) for k in indices]  # -1 -> n, -2 -> n - 1, ...
-        x = self.encoder_input(pixel_values)
-        kept = {0: x}
-        for i, layer in enumerate(self.encoder.layers[:max(wanted)], start=1):
-            x = layer(x)
-            if i in wanted:
-                kept[i] = x
-        return [kept[k] for k in wanted]
+        return self.encoder.hidden_states_at(self.encoder_input(pixel_values), indices)
 
     def forward_packed(self, pixel_values, grid_thw, output_hidden_states=False, what="pixel_values"):
         """Qwen2-VL: pixel_values (N, C*T*p*p) of every image/video, grid_thw (I, 3) ->
