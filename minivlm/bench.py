@@ -204,15 +204,25 @@ def matvecs_alone(model, batch, new_tokens, device):
     return run
 
 
+def transformers_greedy(model, ids, mask, new_tokens):
+    """transformers' generate of exactly new_tokens greedy tokens (no eos stop), as every decode bench times it."""
+    return lambda: model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                                  min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
+
+
+def minivlm_greedy(model, ids, mask, new_tokens, **kwargs):
+    """Ours, the same call (kwargs: static_cache=...)."""
+    return lambda: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, eos_token_id=None,
+                                  **kwargs)
+
+
 def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, device, repeats, compile):
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, reference.config.vocab_size, (batch, prompt_len), generator=gen).to(device)
     mask = torch.ones_like(ids)
-    hf = lambda: reference.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                                    min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
-    mine = lambda model: (lambda: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                                 eos_token_id=None))
-    variants = {"transformers": (hf, weight_bytes(reference)), "minivlm": (mine(ours), weight_bytes(ours))}
+    mine = lambda model: minivlm_greedy(model, ids, mask, new_tokens)
+    variants = {"transformers": (transformers_greedy(reference, ids, mask, new_tokens), weight_bytes(reference)),
+                "minivlm": (mine(ours), weight_bytes(ours))}
     fused = fuse_projections(copy.deepcopy(ours))
     variants["minivlm fused"] = (mine(fused), weight_bytes(fused))
     variants["matvecs alone (floor)"] = (matvecs_alone(fused, batch, new_tokens, device), weight_bytes(fused))

@@ -11,9 +11,9 @@ and each is closed here:
 * one process for both implementations lets the second reuse pages the first freed (glibc keeps
   freed heap memory mapped), so its peak hides. Each implementation runs in a FRESH subprocess
   (`python -m minivlm.bench_memory --child SPEC`), one at a time, loading the same saved folder.
-* both loaders map the safetensors file, so the weights become resident only when the first forward
-  reads them: "memory during generate" would count the weights. The child reads every weight once
-  (`touch`) before the baseline is taken.
+* transformers maps the safetensors file (as minivlm's loader does with mmap=True), so its weights
+  become resident only when the first forward reads them: "memory during generate" would count the
+  weights. The child reads every weight once (`touch`) before the baseline is taken.
 
 Then, around each generate call: free what Python and glibc still hold (gc, malloc_trim), read
 VmRSS (the baseline: imports + the loaded, resident model), reset the kernel's high-water mark
@@ -42,7 +42,7 @@ from statistics import median
 
 import torch
 
-from .bench import SMOLLM, TINYLLAMA, TOY_LLAMA
+from .bench import SMOLLM, TINYLLAMA, TOY_LLAMA, minivlm_greedy, transformers_greedy
 
 MB = 2 ** 20
 # workload -> (Llama shape, dtype, prompt tokens, new tokens). The first two are bench.py's decode
@@ -107,7 +107,7 @@ def tensor_peak(fn):
 
 
 def touch(model):
-    """Read every parameter and buffer once, so mapped weights are resident before the baseline."""
+    """Read every parameter and buffer once, so mapped weights (transformers') are resident before the baseline."""
     with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             if t.numel():
@@ -124,12 +124,11 @@ def load(impl, folder, dtype):
 
 
 def generate_fn(impl, model, ids, new_tokens):
+    """The generate call bench.py times, for the one model this child loaded."""
     mask = torch.ones_like(ids)
     if impl == "transformers":
-        return lambda: model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                                      min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0)
-    return lambda: model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, eos_token_id=None,
-                                  static_cache=impl == "minivlm")
+        return transformers_greedy(model, ids, mask, new_tokens)
+    return minivlm_greedy(model, ids, mask, new_tokens, static_cache=impl == "minivlm")
 
 
 def calibration_fn(spec):
