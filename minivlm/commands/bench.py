@@ -89,5 +89,6 @@ def run_memory(args):
     print(format_memory_table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"memory": rows}, f, indent=1)
+            from minivlm.fast.cpu import cpu_info
+            json.dump({"cpu": cpu_info(), "memory": rows}, f, indent=1)
     return 0
