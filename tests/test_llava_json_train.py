@@ -9,6 +9,7 @@ import torch
 
 from minivlm.commands import train as train_command
 from minivlm.data.shapes import ShapesWorld
+from minivlm.errors import UsageError
 from minivlm.trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from minivlm.train.dual_encoder import processor_config
 
@@ -141,5 +142,5 @@ def test_cli_checkpoints_and_resume(start, data, tmp_path):
     cli(*common, "--out", str(tmp_path / "accum"), "--batch-size", "2", "--grad-accum", "2")
     accum = json.loads((tmp_path / "accum" / "history.json").read_text())["losses"]
     assert accum == pytest.approx(losses, rel=1e-5)
-    with pytest.raises(SystemExit, match="no checkpoints folder"):
+    with pytest.raises(UsageError, match="no checkpoints folder"):
         cli(*common, "--resume", str(tmp_path / "accum"))

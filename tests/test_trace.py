@@ -79,8 +79,9 @@ def test_shipped_model_on_own_image_and_question(capsys, tmp_path):
 
 
 def test_random_and_checkpoint_exclude_each_other(capsys, tmp_path):
-    code, out = run_trace(capsys, "--random", "--checkpoint", str(tmp_path))
-    assert code == 2 and "exclude each other" in out
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="exclude each other"):
+        run_trace(capsys, "--random", "--checkpoint", str(tmp_path))
 
 
 def test_checkpoint_folder(capsys, tmp_path):
