@@ -71,6 +71,7 @@ def bad_arguments(tmp):
         (["trace", "--random", "--checkpoint", str(tmp)], "exclude each other"),
         (["ship", "clip", "--run", str(tmp / "no-run")], "the run is incomplete"),
         (["parity", "--checkpoint", str(tmp / "missing")], "not a directory"),
+        (["parity", "--family", "nope"], "invalid choice: 'nope'"),
         (["bench", "--cpu-time"], "--cpu-time needs --threads 1"),
         (["bench", "--memory", "--device", "cuda"], "runs on cpu"),
         (["notebooks", "no_such_notebook"], "no notebook"),
@@ -188,14 +189,15 @@ def test_clip_resumes_with_its_own_settings(tmp_path, capsys, fast_clip, monkeyp
     assert settings["steps"] == 4 and settings["seed"] == 1 and settings["batch_size"] == 4
 
     # The README's bare resume, on a run killed after step 2: its steps, seed and batch size come from the run.
-    code, _, _ = cli(capsys, "train", "clip", *common, "--save-every", "2", "--out", "cut")
+    code, _, _ = cli(capsys, "train", "clip", *common, "--save-every", "2", "--out", "runs/clip")
     import shutil
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "clip" / "step-00000004")
-    (tmp_path / "cut" / "model.safetensors").unlink()
-    code, out, err = cli(capsys, "train", "clip", "--resume", "cut")
+    shutil.rmtree(tmp_path / "runs" / "clip" / "checkpoints" / "clip" / "step-00000004")
+    (tmp_path / "runs" / "clip" / "model.safetensors").unlink()
+    code, out, err = cli(capsys, "train", "clip", "--resume", "runs/clip")
     assert code == 0, err
-    assert "clip: resuming from step 2 of 4 (checkpoint cut/checkpoints/clip/step-00000002)" in err
-    assert (tmp_path / "cut" / "model.safetensors").read_bytes() == full   # the uninterrupted run's weights
+    assert "clip: resuming from step 2 of 4 (checkpoint runs/clip/checkpoints/clip/step-00000002)" in err
+    assert (tmp_path / "runs" / "clip" / "model.safetensors").read_bytes() == full   # the uninterrupted run's weights
+    shutil.move(tmp_path / "runs" / "clip", tmp_path / "cut")
 
     # Given again, the same values are accepted; contradicting ones are refused by name, all at once.
     code, _, err = cli(capsys, "train", "clip", "--resume", "cut", "--seed", "1", "--steps", "4", "--device", "cpu")
@@ -234,3 +236,35 @@ def test_accumulation_states_the_effective_batch(tmp_path, capsys, fast_clip):
     code, out, _ = cli(capsys, "train", "clip", "--steps", "1", "--batch-size", "4", "--grad-accum", "2",
                        "--out", str(tmp_path / "run"), "--threads", "1")
     assert code == 0 and "1 rank(s) x 2 accumulation x batch 4 = 8 examples per update" in out
+
+
+def test_torchrun_states_ranks_and_effective_batch(tmp_path, capsys, monkeypatch):
+    """Under torchrun (two ranks, faked here: the DDP run itself is tests/test_train_scaling.py's) rank 0
+    states ranks x accumulation x batch, with the recipe's batch size when none is given."""
+    import types
+
+    from minivlm.commands.train import TRAINERS
+    from minivlm.train import distributed
+    seen = {}
+    monkeypatch.setitem(sys.modules, "fake_recipe", types.SimpleNamespace(run=lambda args: seen.update(vars(args))))
+    monkeypatch.setitem(TRAINERS, "clip", "fake_recipe:run")
+    monkeypatch.setattr(distributed, "init_from_env", lambda device: device)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    code, out, _ = cli(capsys, "train", "clip", "--grad-accum", "3", "--out", str(tmp_path / "run"))
+    assert code == 0 and "2 rank(s) x 3 accumulation x batch 32 = 192 examples per update" in out
+    assert seen["batch_size"] == 32 and seen["steps"] == 800 and seen["grad_accum"] == 3
+
+
+def test_add_images_refuses_a_path_that_is_no_folder(tmp_path):
+    """The library under the command: a path string is a folder or an error, never 12 'images' named
+    after its characters."""
+    from minivlm import pretrained
+    from minivlm.retrieval import Index, load_encoder
+    encoder = load_encoder(pretrained.path("shapes-clip"))
+    index = Index.create(tmp_path / "idx", encoder)
+    with pytest.raises(FileNotFoundError, match="no folder at"):
+        index.add_images(str(tmp_path / "does-not-exist"), encoder, progress=False)
+    (tmp_path / "one.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file"):
+        index.add_images(tmp_path / "one.png", encoder, progress=False)
+    assert len(index) == 0

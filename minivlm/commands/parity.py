@@ -18,7 +18,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_arguments(p):
-    p.add_argument("--family", action="append", help="only these families (default: all)")
+    from minivlm.parity import FAMILIES
+    p.add_argument("--family", action="append", choices=FAMILIES, metavar="FAMILY",
+                   help=f"only these families (repeat the option; default: all of {', '.join(FAMILIES)})")
     p.add_argument("--checkpoint", metavar="DIR", help="a local Hugging Face model folder to check")
     p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"))
     p.add_argument("--dtype", default="float32", choices=DTYPES)
