@@ -94,8 +94,9 @@ def test_checkpoint_folder(capsys, tmp_path):
 
 
 def test_missing_image_file_is_a_clear_error(capsys, tmp_path):
-    code, out = run_trace(capsys, "--image", str(tmp_path / "nope.jpg"))
-    assert code == 2 and "no image file at" in out
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="no image file at"):
+        run_trace(capsys, "--image", str(tmp_path / "nope.jpg"))
 
 
 @pytest.mark.parametrize("model", [[], ["--random"]], ids=["shipped", "random"])

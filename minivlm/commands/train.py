@@ -43,18 +43,20 @@ NOT_READ = {"clip": DATA_OPTIONS, "siglip": DATA_OPTIONS, "blip": DATA_OPTIONS,
             "blip2": DATA_OPTIONS + LOOP_OPTIONS, "llava": DATA_OPTIONS[1:]}   # llava: unless --data is given
 
 
-class Given(argparse._StoreAction):
-    """argparse's store, which also notes that the user gave the option (args.given): a resumed run
+def noting_given(action_class):
+    """argparse's action, which also notes that the user gave the option (args.given): a resumed run
     must tell `--seed 0` typed on the command line from the default seed 0."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        super().__call__(parser, namespace, values, option_string)
-        namespace.given = (getattr(namespace, "given", None) or set()) | {self.dest}
+    class Given(action_class):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.given = (getattr(namespace, "given", None) or set()) | {self.dest}
+    return Given
 
 
 def add_arguments(p):
-    p.register("action", None, Given)
-    p.register("action", "store", Given)
+    for name, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
+                         ("store_true", argparse._StoreTrueAction), ("store_false", argparse._StoreFalseAction)):
+        p.register("action", name, noting_given(action))   # every option added below (and later) notes it
     steps = ", ".join(f"{m} {d['steps']}" for m, d in DEFAULTS.items())
     batches = ", ".join(f"{m} {d['batch_size']}" for m, d in DEFAULTS.items() if m != "blip2")
     p.add_argument("model", choices=sorted(TRAINERS), help=f"what to train: {', '.join(sorted(TRAINERS))}")
