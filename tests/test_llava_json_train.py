@@ -193,3 +193,9 @@ def test_bad_records_through_the_command_are_one_line(start, data, tmp_path, cap
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("error: 4 of 28 record(s) cannot be trained on (skip them with --on-bad-record skip)")
     assert "'missing-file': image file" in err and "'empty-reply': reply 0 is empty" in err
+    with pytest.raises(SystemExit):   # too few records left for one batch: says which --batch-size fits
+        main(["train", "llava", "--data", str(data / "conversations.json"), "--images", str(data / "images"),
+              "--from", str(start), "--on-bad-record", "skip", "--batch-size", "30", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("error: 24 record(s) to train on (4 bad, skipped), fewer than one batch of 30: "
+                                    "pass --batch-size 24 or less, or more records")

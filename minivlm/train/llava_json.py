@@ -133,6 +133,9 @@ def train_llava_json(data, images, start, out, stage=2, steps=None, lr=None, bat
                            image_token_id=cfg.image_token_index, num_image_tokens=cfg.features_per_image)
     collator = LlavaCollator(cfg.text_config.pad_token_id, max_length=cfg.text_config.max_position_embeddings,
                              image_token_id=cfg.image_token_index)
+    if len(dataset) < batch_size:
+        raise UsageError(f"{len(dataset)} record(s) to train on ({len(bad)} bad, skipped), fewer than one batch of "
+                         f"{batch_size}: pass --batch-size {max(1, len(dataset))} or less, or more records")
     source = ShardedBatches(dataset, collator, batch_size, seed)
     steps = steps or max(1, source.per_epoch // (distributed.world_size() * train_options.get("grad_accum", 1)))
     trainable = freeze(model, stage)
