@@ -62,7 +62,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    parser = Parser(prog="python -m minivlm", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m minivlm", description="minivlm's commands; `python -m minivlm COMMAND --help` "
+                                                          "shows each one's options and their defaults")
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}

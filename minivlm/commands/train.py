@@ -65,7 +65,7 @@ def add_arguments(p):
     p.add_argument("--out", metavar="DIR", help="where to save the run (default: runs/<model>)")
     p.add_argument("--seed", type=int, default=0, help="seeds the model's initialisation and the data order")
     p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"),
-                   help="cpu or cuda (default from MINIVLM_DEVICE)")
+                   help="cpu or cuda (default: $MINIVLM_DEVICE, else cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--batch-size", type=int, help=f"batch size per process and micro-batch (default: the recipe's: "
                                                   f"{batches}; llava --data 8)")
