@@ -78,8 +78,8 @@ def run(args):
     try:
         paths = find(args.names)
     except FileNotFoundError as e:
-        print(f"error: {e}")
-        return 2
+        from minivlm.errors import UsageError
+        raise UsageError(str(e)) from None
     for path in paths:
         print(f"{path.name}: {execute(path, args.timeout):.0f}s", flush=True)
     return 0
