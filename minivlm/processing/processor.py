@@ -108,7 +108,7 @@ class Processor:
         raise NotImplementedError
 
     def process_images(self, images, return_tensors):
-        return self.image_processor(images, return_tensors=return_tensors)
+        return self.image_processor(flat_images(images), return_tensors=return_tensors)
 
     def process_videos(self, videos, return_tensors):
         raise ValueError(f"{type(self).__name__} takes no videos")
@@ -253,6 +253,9 @@ class LlavaOnevisionProcessor(Processor):
             raise ValueError(f"num_image_tokens must be a square number of patches, got {num_image_tokens}")
         self.vision_feature_select_strategy = vision_feature_select_strategy
         self.max_tiles = max_tiles_of(vision_aspect_ratio)
+
+    def process_images(self, images, return_tensors):
+        return self.image_processor(images, return_tensors=return_tensors)  # nested: images per prompt
 
     def geometry(self, tile):
         n = self.patches_per_side
