@@ -268,3 +268,16 @@ def test_dual_encoders_equal_hf(tmp_path, family):
         assert_same(ours, hf, std, text=["a photo of a cat", "red circle"], images=IMAGES[:2], **kwargs)
     assert_same(ours, hf, std, text="a photo of a cat")
     assert_same(ours, hf, std, images=IMAGES)
+
+
+def test_parity_checkpoint_checks_the_whole_processor(tmp_path):
+    """`parity --checkpoint`'s processor rows on a folder with a chat template: all equal."""
+    from minivlm.parity.checkpoint import check_processor
+    from minivlm.processing.reference_templates import LLAVA_1_5
+    hf = transformers.LlavaProcessor(image_processor=clip_image_processor(), tokenizer=byte_bpe(["<image>"]),
+                                     patch_size=6, vision_feature_select_strategy="default",
+                                     num_additional_image_tokens=1, chat_template=LLAVA_1_5)
+    hf.save_pretrained(tmp_path)
+    rows = check_processor(tmp_path)
+    assert [r[1] for r in rows] == ["output keys", "attention_mask", "input_ids", "pixel_values"]
+    assert all(ok for *_, ok in rows), rows
