@@ -322,3 +322,25 @@ def test_processor_from_a_model_config_counts_as_the_model(strategy):
         model = LlavaNextForConditionalGeneration(next_cfg)
         model_counts = [model.image_tokens(tuple(im.size[::-1]), geometry) for im in images]  # (height, width)
         assert runs == [sum(model_counts[:2]), sum(model_counts[2:])]
+
+
+@pytest.mark.parametrize("family", ["llava-1.5", "llava-v1.6"])
+def test_real_settings_on_the_photo(tmp_path, family):
+    """The hub's real processor settings (CLIP 336 px, patch 14, 'default': 576 tokens; v1.6's anyres
+    pinpoints) on the photo a learner follows and an odd strip, left padding."""
+    import matplotlib.cbook
+    photo = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg"))
+    photo.load()
+    crop = dict(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    fields = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    if family == "llava-1.5":
+        hf = transformers.LlavaProcessor(transformers.CLIPImageProcessorPil(**crop), byte_bpe(["<image>"]), **fields)
+    else:
+        pins = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+        hf = transformers.LlavaNextProcessor(transformers.LlavaNextImageProcessorPil(**crop, image_grid_pinpoints=pins),
+                                             byte_bpe(["<image>"]), **fields)
+    hf, ours = saved_pair(hf, tmp_path)
+    out = assert_same(ours, hf, CLIP_STD, text=["USER: <image>\nWho is this? ASSISTANT:", "<image> strip"],
+                      images=[photo, random_image(40, 500)], padding=True, padding_side="left")
+    if family == "llava-1.5":
+        assert int((out["input_ids"][0] == ours.image_token_id).sum()) == 576
