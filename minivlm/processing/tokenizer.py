@@ -68,6 +68,7 @@ class Tokenizer:
         self.added = {t.content: t for t in added_tokens}
         self.id_to_added = {t.id: t for t in added_tokens}
         self.id_to_token = {i: t for t, i in model.vocab.items()}
+        self._token_ids = model.vocab | {t.content: t.id for t in added_tokens}  # token_to_id, as one dict
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.model_max_length = model_max_length if model_max_length is not None else LARGE_INTEGER
@@ -152,7 +153,8 @@ class Tokenizer:
     def encode_raw(self, text):
         if not isinstance(text, str):
             raise TypeError(f"expected a string to encode, got {type(text).__name__}")
-        return [self.token_to_id(t) for t in self.tokenize(text)]
+        ids, slow = self._token_ids, self.token_to_id  # a subclass's token_to_id decides what the dict lacks
+        return [ids[t] if t in ids else slow(t) for t in self.tokenize(text)]
 
     def num_special_tokens(self):
         return len(self.template) - 1
