@@ -13,6 +13,9 @@ import torch
 
 from minivlm.outputs import ModelOutput
 
+from .chat import apply_chat_template
+from .offsets import tokenize_with_offsets
+
 LARGE_INTEGER = int(1e20)  # HF's "no model_max_length" threshold
 
 
@@ -73,6 +76,8 @@ class Tokenizer:
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.model_max_length = model_max_length if model_max_length is not None else LARGE_INTEGER
         self.decode_cleanup = decode_cleanup  # CLIP: "</w>" -> " " and strip, on the decoded text
+        # The folder's chat template(s): a str, or {name: template}; weights_convert.load_tokenizer reads it.
+        self.chat_template = None
         # Leftmost-longest matching, like tokenizers' Aho-Corasick: longer contents first in the alternation.
         self._raw_pattern = self._pattern([t for t in added_tokens if not t.normalized])
         self._normalized_pattern = self._pattern([t for t in added_tokens if t.normalized], normalize=True)
@@ -100,6 +105,12 @@ class Tokenizer:
     eos_token_id = property(lambda self: self.token_to_id(self.eos_token))
     pad_token_id = property(lambda self: self.token_to_id(self.pad_token))
     unk_token_id = property(lambda self: self.token_to_id(self.unk_token))
+
+    @property
+    def special_tokens_map(self):
+        """The named special tokens that are set (what a chat template sees as bos_token, ...)."""
+        names = ("bos_token", "eos_token", "unk_token", "pad_token")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def __len__(self):
         return len(set(self.id_to_token) | set(self.id_to_added))
@@ -149,6 +160,14 @@ class Tokenizer:
                     if word:
                         tokens.extend(self.model.tokenize(word))
         return tokens
+
+    def tokenize_with_offsets(self, text):
+        """text -> [(token, start, end)]: text[start:end] is what the token came from (offsets.py)."""
+        return tokenize_with_offsets(self, text)
+
+    def apply_chat_template(self, conversation, **kwargs):
+        """Messages -> the folder's chat template -> text or ids, as transformers (chat.py)."""
+        return apply_chat_template(self, conversation, **kwargs)
 
     def encode_raw(self, text):
         if not isinstance(text, str):
