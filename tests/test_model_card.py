@@ -9,6 +9,7 @@ import torch
 
 import weights_convert
 from minivlm.data.shapes import ShapesWorld
+from minivlm.processing.chat_template import render_with_spans
 from minivlm.processing.conversation import render
 from minivlm.train.llava import CHAT, RECIPE, answer, chat_prompt
 
@@ -27,6 +28,10 @@ def test_folder_template_is_the_recipes_template(shipped):
             {"role": "assistant", "content": "red"}, {"role": "user", "content": "and the square?"}]
     assert processor.apply_chat_template(chat, add_generation_prompt=True) == \
         render(CHAT, turns, add_generation_prompt=True).text
+    # the {% generation %} blocks mark what the recipe trains on: the same character spans
+    answered = turns + [("gpt", "a square")]
+    reply = chat + [{"role": "assistant", "content": "a square"}]
+    assert render_with_spans(processor.chat_template, reply).generation_spans == render(CHAT, answered).spans
 
 
 def test_model_card_snippet_answers(shipped):

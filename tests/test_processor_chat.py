@@ -86,3 +86,21 @@ def test_bad_conversations(llava, tmp_path):
     with pytest.raises(FileNotFoundError, match="no image file at"):
         ours.apply_chat_template([{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "gone.png")},
                                                                {"type": "text", "text": "?"}]}], tokenize=True)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_assistant_masks_equal_hf(llava, padding_side):
+    """return_assistant_tokens_mask: the {% generation %} blocks' characters, moved past the expanded
+    image runs, as token masks: HF's, on a batch with images before and after the replies."""
+    hf, ours = llava
+    chat = conversation(random_image(27, 104))
+    two = chat + [{"role": "assistant", "content": [{"type": "text", "text": "Red."}]},
+                  {"role": "user", "content": [{"type": "image", "image": random_image(30, 30, 3)},
+                                               {"type": "text", "text": "and now?"}]},
+                  {"role": "assistant", "content": [{"type": "text", "text": "Blue square."}]}]
+    kwargs = dict(tokenize=True, return_dict=True, return_tensors="pt", return_assistant_tokens_mask=True,
+                  processor_kwargs=dict(padding=True, padding_side=padding_side))
+    a, b = ours.apply_chat_template([chat, two], **kwargs), hf.apply_chat_template([chat, two], **kwargs)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert torch.equal(a["assistant_masks"], torch.as_tensor(b["assistant_masks"]))
+    assert a["assistant_masks"].sum() > 0
