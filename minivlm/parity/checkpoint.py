@@ -165,7 +165,7 @@ def check_processor(folder):
     else:
         text = f"{ours.image_token or ''} What is shown here?"
     a, b = ours(text=text, images=photo, return_tensors="pt"), theirs(text=text, images=photo, return_tensors="pt")
-    case = f"{folder.name} processor"
+    case = f"{folder.name} whole processor"
     rows = [(case, "output keys", "equal" if sorted(a) == sorted(b) else "differ", sorted(a) == sorted(b))]
     for key in sorted(set(a) & set(b)):
         x, y = torch.as_tensor(a[key]), torch.as_tensor(b[key])
