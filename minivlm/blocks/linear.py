@@ -32,5 +32,4 @@ class Linear(nn.Linear):
         if not takes_matvec(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
         v = x.reshape(-1)  # (in,)
-        y = torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v)  # (out,)
-        return y.view(*x.shape[:-1], -1)
+        return torch.mv(self.weight, v).view(*x.shape[:-1], -1)  # (out,): the route serves bias-free layers only
