@@ -119,7 +119,8 @@ def main(argv=None):
     print(f"{len(lines)} lines, {sum(map(len, lines))} characters of prose (transformers' docstrings)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, make in (("SentencePiece-style BPE (Llama 2)", llama2_folder), ("byte-level BPE (Qwen2)", qwen2_folder)):
+        for name, make in (("SentencePiece-style BPE (Llama 2)", llama2_folder),
+                           ("byte-level BPE (Qwen2)", qwen2_folder)):
             n_tokens, t = measure(make(root, lines, args.vocab_size), lines, args.repeats)
             rate = {k: n_tokens / v for k, v in t.items()}
             print(f"{name}: {n_tokens} tokens | minivlm {rate['minivlm'] / 1e3:.0f}k tok/s | transformers per line "

@@ -98,7 +98,8 @@ def test_sandbox_keeps_python_internals_out():
             render_chat_template(template, chat)
     # a rich object handed in a message is only its type's name to the template
     obj = type("Secret", (), {"token": "xyz"})()
-    assert render_chat_template("{{ messages[0]['content'][0]['image'] }}", [typed("user", {"type": "image", "image": obj})]) == "<Secret>"
+    chat = [typed("user", {"type": "image", "image": obj})]
+    assert render_chat_template("{{ messages[0]['content'][0]['image'] }}", chat) == "<Secret>"
 
 
 def test_raise_exception_message_is_surfaced():
@@ -144,9 +145,9 @@ def tiny_tokenizer_folder(path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["hello world"] * 5, trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                                                                    special_tokens=["<s>", "</s>"],
-                                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trainer = trainers.BpeTrainer(vocab_size=300, show_progress=False, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(["hello world"] * 5, trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>").save_pretrained(path)
     return path
 

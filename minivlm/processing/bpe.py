@@ -66,8 +66,8 @@ class BPE:
         # merge can join a character to a following "▁" (true of SentencePiece vocabularies, whose
         # pieces hold "▁" only in front), the line splits before each such "▁" into words that
         # merge independently: the same tokens, shorter words, and repeated words hit the cache.
-        self.split_before_space = (SPACE in self.vocab and not (self.end_of_word_suffix or self.continuing_subword_prefix
-                                                                or ignore_merges)
+        decorated = self.end_of_word_suffix or self.continuing_subword_prefix or ignore_merges
+        self.split_before_space = (SPACE in self.vocab and not decorated
                                    and not any(b.startswith(SPACE) and not a.endswith(SPACE) for a, b in self.ranks))
 
     def initial_symbols(self, word):

@@ -301,7 +301,8 @@ def load_chat_template(folder, for_processor: bool = False) -> str | dict | None
         legacy = folder / "chat_template.json"
         if legacy.is_file():
             if any((folder / "additional_chat_templates").glob("*.jinja")):
-                raise ValueError(f"{folder} has both a legacy chat_template.json and additional_chat_templates/*.jinja; "
+                raise ValueError(f"{folder} has both a legacy chat_template.json and "
+                                 f"additional_chat_templates/*.jinja; "
                                  f"transformers refuses this combination too: keep one")
             value = read_json_if(legacy).get("chat_template")
             if value is None:
