@@ -132,6 +132,10 @@ def test_bad_messages_and_arguments():
         render_chat_template(ref.QWEN2_VL, [typed("user", {"type": "audio"})])
     with pytest.raises(ValueError, match="continue_final_message and add_generation_prompt"):
         render_chat_template(ref.LLAMA_3, STRING_CHATS[0], continue_final_message=True, add_generation_prompt=True)
+    with pytest.raises(TypeError, match="tools must be a list of dicts"):
+        render_chat_template(ref.LLAMA_3, STRING_CHATS[0], tools=[len])
+    with pytest.raises(TypeError, match="documents must be a list of dicts"):
+        render_chat_template(ref.LLAMA_3, STRING_CHATS[0], documents=["a text"])
     with pytest.raises(ValueError, match="no chat template"):
         pick_template(None)
     assert pick_template({"default": "a", "tool_use": "b"}, tools=[{}]) == "b"

@@ -184,6 +184,12 @@ def render_with_spans(template: str, messages: list, *, add_generation_prompt: b
         raise ValueError("continue_final_message cannot be combined with assistant masks (the last reply is cut)")
     compiled = compile_template(template)
     messages = check_messages(messages)
+    for name, items in (("tools", tools), ("documents", documents)):
+        if items is not None and not all(isinstance(item, dict) for item in items):
+            bad = next(item for item in items if not isinstance(item, dict))
+            raise TypeError(f"{name} must be a list of dicts (JSON schemas for tools, {{'title', 'text'}} for "
+                            f"documents); got a {type(bad).__name__}: {bad!r:.60} (minivlm does not turn Python "
+                            f"functions into schemas: pass transformers.utils.get_json_schema(f))")
     final_text = None
     if continue_final_message:
         messages, final_text = tag_final_message(template, messages, continue_final_message)
