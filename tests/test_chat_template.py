@@ -108,6 +108,9 @@ def test_raise_exception_message_is_surfaced():
         render_chat_template(ref.MISTRAL_INST, chat, **SPECIALS)
     with pytest.raises(ChatTemplateError, match=r"not valid jinja2 \(line 1\)"):
         render_chat_template("{% for m in messages %}", chat)
+    with pytest.raises(ChatTemplateError, match="failed while rendering .TypeError.*string content or typed parts"):
+        render_chat_template(ref.MISTRAL_INST, [typed("user", "typed parts where the template wants a string")],
+                             **SPECIALS)
 
 
 def test_tojson_strftime_loopcontrols_equal_hf():

@@ -209,6 +209,11 @@ def render_with_spans(template: str, messages: list, *, add_generation_prompt: b
         raise ChatTemplateError(f"the chat template tried something the sandbox forbids: {e}") from None
     except jinja2.exceptions.TemplateError as e:  # raise_exception(...) and runtime template errors
         raise ChatTemplateError(f"the chat template raised an error: {e.message}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+        # Python errors inside the template: most often content of the other shape (a string where
+        # the template iterates typed parts, or the reverse).
+        raise ChatTemplateError(f"the chat template failed while rendering ({type(e).__name__}: {e}); does it "
+                                f"expect string content or typed parts [{{'type': 'text', 'text': ...}}]?") from e
     if continue_final_message:
         text = cut_at_tag(text, final_text)
     return RenderedChat(text, spans)
