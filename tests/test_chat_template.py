@@ -89,6 +89,16 @@ def test_continue_final_message_equal_hf(field):
     assert expected.endswith("Partial text")
 
 
+def test_reasoning_fields_equal_hf():
+    template = ("{% for m in messages %}<{{ m.role }}>{% if m.reasoning_content %}[think]{{ m.reasoning_content }}"
+                "[/think]{% endif %}{% if m.thinking %}({{ m.thinking }}){% endif %}{{ m.content }}{% endfor %}")
+    chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "reasoning": "four", "content": "4"}]
+    for field in (False, "reasoning_content", "reasoning", "thinking"):
+        kwargs = dict(continue_final_message=field) if field else {}
+        (expected,), _ = render_jinja_template([chat], chat_template=template, **kwargs)
+        assert render_chat_template(template, chat, **kwargs) == expected, field
+
+
 def test_sandbox_keeps_python_internals_out():
     chat = [{"role": "user", "content": "hi"}]
     for template in ["{{ ''.__class__.__mro__ }}", "{{ messages.__class__.__base__.__subclasses__() }}",

@@ -248,8 +248,19 @@ def check_messages(messages):
                 if kind not in CONTENT_TYPES:
                     raise ValueError(f"message {i}, part {j}: content type {kind!r} is not known; expected a dict "
                                      f"with 'type' one of {', '.join(CONTENT_TYPES)}, got {part!r:.80}")
-        out.append(message)
+        out.append(alias_reasoning(message))
     return out
+
+
+# Names a message's reasoning comes under; templates read the first (Qwen3, DeepSeek) or "thinking" (gpt-oss).
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def alias_reasoning(message):
+    """A message's reasoning, under whichever name it came, also as reasoning_content and thinking
+    (transformers' _alias_reasoning_fields), so a template finds it under the name it reads."""
+    reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
+    return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
 
 
 def tag_final_message(template, messages, field):
@@ -262,7 +273,9 @@ def tag_final_message(template, messages, field):
     final = last.get(field)
     if final is None:
         raise ValueError(f"continue_final_message is set but the final message has no {field!r} to continue")
-    if field not in template:
+    # a reasoning text is copied under several names (alias_reasoning): tag each copy the template may read
+    fields = [f for f in REASONING_FIELDS if last.get(f) == final] if field in REASONING_FIELDS else [field]
+    if not any(f in template for f in fields):
         raise ValueError(f"continue_final_message is set to {field!r} but the chat template never reads that field")
     if isinstance(final, (list, tuple)):
         parts = [dict(p) if isinstance(p, dict) else p for p in final]
@@ -274,7 +287,8 @@ def tag_final_message(template, messages, field):
             raise ValueError("continue_final_message is set but the final message has no text part to continue")
         last[field] = parts
     else:
-        last[field] = final + CONTINUE_TAG
+        for f in fields:
+            last[f] = last[f] + CONTINUE_TAG
     return [*messages[:-1], last], final
 
 
