@@ -80,15 +80,6 @@ def qwen2_folder(root, corpus, vocab_size):
     return folder
 
 
-def best_time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure(folder, lines, repeats):
     import transformers
 
@@ -99,15 +90,8 @@ def measure(folder, lines, repeats):
         raise SystemExit(f"{folder.name}: minivlm's ids differ from transformers'; not timing a wrong answer")
     n_tokens = sum(map(len, hf_ids))
 
-    def ours_lines():
-        tok = weights_convert.load_tokenizer(folder)  # a cold word cache every repeat
-        start = time.perf_counter()
-        for line in lines:
-            tok.encode(line, add_special_tokens=False)
-        return time.perf_counter() - start
-
-    def hf_lines():
-        tok = transformers.AutoTokenizer.from_pretrained(folder)
+    def per_line(load):
+        tok = load(folder)  # fresh every repeat: a cold word cache
         start = time.perf_counter()
         for line in lines:
             tok.encode(line, add_special_tokens=False)
@@ -119,8 +103,9 @@ def measure(folder, lines, repeats):
         tok(lines, add_special_tokens=False)
         return time.perf_counter() - start
 
-    times = {name: min(fn() for _ in range(repeats))
-             for name, fn in (("minivlm", ours_lines), ("hf_lines", hf_lines), ("hf_batch", hf_batch))}
+    runs = (("minivlm", lambda: per_line(weights_convert.load_tokenizer)),
+            ("hf_lines", lambda: per_line(transformers.AutoTokenizer.from_pretrained)), ("hf_batch", hf_batch))
+    times = {name: min(fn() for _ in range(repeats)) for name, fn in runs}
     return n_tokens, times
 
 
@@ -134,7 +119,8 @@ def main(argv=None):
     print(f"{len(lines)} lines, {sum(map(len, lines))} characters of prose (transformers' docstrings)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name, make in (("SentencePiece-style BPE (Llama 2)", llama2_folder), ("byte-level BPE (Qwen2)", qwen2_folder)):
+        for name, make in (("SentencePiece-style BPE (Llama 2)", llama2_folder),
+                           ("byte-level BPE (Qwen2)", qwen2_folder)):
             n_tokens, t = measure(make(root, lines, args.vocab_size), lines, args.repeats)
             rate = {k: n_tokens / v for k, v in t.items()}
             print(f"{name}: {n_tokens} tokens | minivlm {rate['minivlm'] / 1e3:.0f}k tok/s | transformers per line "

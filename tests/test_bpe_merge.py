@@ -60,8 +60,8 @@ def sentencepiece_style(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     tk = Tokenizer(models.BPE(byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
-    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=500, show_progress=False, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]))
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=500, show_progress=False, special_tokens=specials))
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     folder = tmp_path_factory.mktemp("spm_style")
     tk.save(str(folder / "tokenizer.json"))

@@ -89,6 +89,16 @@ def test_continue_final_message_equal_hf(field):
     assert expected.endswith("Partial text")
 
 
+def test_reasoning_fields_equal_hf():
+    template = ("{% for m in messages %}<{{ m.role }}>{% if m.reasoning_content %}[think]{{ m.reasoning_content }}"
+                "[/think]{% endif %}{% if m.thinking %}({{ m.thinking }}){% endif %}{{ m.content }}{% endfor %}")
+    chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "reasoning": "four", "content": "4"}]
+    for field in (False, "reasoning_content", "reasoning", "thinking"):
+        kwargs = dict(continue_final_message=field) if field else {}
+        (expected,), _ = render_jinja_template([chat], chat_template=template, **kwargs)
+        assert render_chat_template(template, chat, **kwargs) == expected, field
+
+
 def test_sandbox_keeps_python_internals_out():
     chat = [{"role": "user", "content": "hi"}]
     for template in ["{{ ''.__class__.__mro__ }}", "{{ messages.__class__.__base__.__subclasses__() }}",
@@ -98,7 +108,8 @@ def test_sandbox_keeps_python_internals_out():
             render_chat_template(template, chat)
     # a rich object handed in a message is only its type's name to the template
     obj = type("Secret", (), {"token": "xyz"})()
-    assert render_chat_template("{{ messages[0]['content'][0]['image'] }}", [typed("user", {"type": "image", "image": obj})]) == "<Secret>"
+    chat = [typed("user", {"type": "image", "image": obj})]
+    assert render_chat_template("{{ messages[0]['content'][0]['image'] }}", chat) == "<Secret>"
 
 
 def test_raise_exception_message_is_surfaced():
@@ -107,6 +118,9 @@ def test_raise_exception_message_is_surfaced():
         render_chat_template(ref.MISTRAL_INST, chat, **SPECIALS)
     with pytest.raises(ChatTemplateError, match=r"not valid jinja2 \(line 1\)"):
         render_chat_template("{% for m in messages %}", chat)
+    with pytest.raises(ChatTemplateError, match="failed while rendering .TypeError.*string content or typed parts"):
+        render_chat_template(ref.MISTRAL_INST, [typed("user", "typed parts where the template wants a string")],
+                             **SPECIALS)
 
 
 def test_tojson_strftime_loopcontrols_equal_hf():
@@ -131,6 +145,10 @@ def test_bad_messages_and_arguments():
         render_chat_template(ref.QWEN2_VL, [typed("user", {"type": "audio"})])
     with pytest.raises(ValueError, match="continue_final_message and add_generation_prompt"):
         render_chat_template(ref.LLAMA_3, STRING_CHATS[0], continue_final_message=True, add_generation_prompt=True)
+    with pytest.raises(TypeError, match="tools must be a list of dicts"):
+        render_chat_template(ref.LLAMA_3, STRING_CHATS[0], tools=[len])
+    with pytest.raises(TypeError, match="documents must be a list of dicts"):
+        render_chat_template(ref.LLAMA_3, STRING_CHATS[0], documents=["a text"])
     with pytest.raises(ValueError, match="no chat template"):
         pick_template(None)
     assert pick_template({"default": "a", "tool_use": "b"}, tools=[{}]) == "b"
@@ -144,9 +162,9 @@ def tiny_tokenizer_folder(path):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.train_from_iterator(["hello world"] * 5, trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                                                                    special_tokens=["<s>", "</s>"],
-                                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trainer = trainers.BpeTrainer(vocab_size=300, show_progress=False, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(["hello world"] * 5, trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>").save_pretrained(path)
     return path
 

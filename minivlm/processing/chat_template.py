@@ -184,6 +184,12 @@ def render_with_spans(template: str, messages: list, *, add_generation_prompt: b
         raise ValueError("continue_final_message cannot be combined with assistant masks (the last reply is cut)")
     compiled = compile_template(template)
     messages = check_messages(messages)
+    for name, items in (("tools", tools), ("documents", documents)):
+        if items is not None and not all(isinstance(item, dict) for item in items):
+            bad = next(item for item in items if not isinstance(item, dict))
+            raise TypeError(f"{name} must be a list of dicts (JSON schemas for tools, {{'title', 'text'}} for "
+                            f"documents); got a {type(bad).__name__}: {bad!r:.60} (minivlm does not turn Python "
+                            f"functions into schemas: pass transformers.utils.get_json_schema(f))")
     final_text = None
     if continue_final_message:
         messages, final_text = tag_final_message(template, messages, continue_final_message)
@@ -203,6 +209,11 @@ def render_with_spans(template: str, messages: list, *, add_generation_prompt: b
         raise ChatTemplateError(f"the chat template tried something the sandbox forbids: {e}") from None
     except jinja2.exceptions.TemplateError as e:  # raise_exception(...) and runtime template errors
         raise ChatTemplateError(f"the chat template raised an error: {e.message}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
+        # Python errors inside the template: most often content of the other shape (a string where
+        # the template iterates typed parts, or the reverse).
+        raise ChatTemplateError(f"the chat template failed while rendering ({type(e).__name__}: {e}); does it "
+                                f"expect string content or typed parts [{{'type': 'text', 'text': ...}}]?") from e
     if continue_final_message:
         text = cut_at_tag(text, final_text)
     return RenderedChat(text, spans)
@@ -237,8 +248,19 @@ def check_messages(messages):
                 if kind not in CONTENT_TYPES:
                     raise ValueError(f"message {i}, part {j}: content type {kind!r} is not known; expected a dict "
                                      f"with 'type' one of {', '.join(CONTENT_TYPES)}, got {part!r:.80}")
-        out.append(message)
+        out.append(alias_reasoning(message))
     return out
+
+
+# Names a message's reasoning comes under; templates read the first (Qwen3, DeepSeek) or "thinking" (gpt-oss).
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def alias_reasoning(message):
+    """A message's reasoning, under whichever name it came, also as reasoning_content and thinking
+    (transformers' _alias_reasoning_fields), so a template finds it under the name it reads."""
+    reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k) is not None), None)
+    return message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
 
 
 def tag_final_message(template, messages, field):
@@ -251,7 +273,9 @@ def tag_final_message(template, messages, field):
     final = last.get(field)
     if final is None:
         raise ValueError(f"continue_final_message is set but the final message has no {field!r} to continue")
-    if field not in template:
+    # a reasoning text is copied under several names (alias_reasoning): tag each copy the template may read
+    fields = [f for f in REASONING_FIELDS if last.get(f) == final] if field in REASONING_FIELDS else [field]
+    if not any(f in template for f in fields):
         raise ValueError(f"continue_final_message is set to {field!r} but the chat template never reads that field")
     if isinstance(final, (list, tuple)):
         parts = [dict(p) if isinstance(p, dict) else p for p in final]
@@ -263,7 +287,8 @@ def tag_final_message(template, messages, field):
             raise ValueError("continue_final_message is set but the final message has no text part to continue")
         last[field] = parts
     else:
-        last[field] = final + CONTINUE_TAG
+        for f in fields:
+            last[f] = last[f] + CONTINUE_TAG
     return [*messages[:-1], last], final
 
 
@@ -301,7 +326,8 @@ def load_chat_template(folder, for_processor: bool = False) -> str | dict | None
         legacy = folder / "chat_template.json"
         if legacy.is_file():
             if any((folder / "additional_chat_templates").glob("*.jinja")):
-                raise ValueError(f"{folder} has both a legacy chat_template.json and additional_chat_templates/*.jinja; "
+                raise ValueError(f"{folder} has both a legacy chat_template.json and "
+                                 f"additional_chat_templates/*.jinja; "
                                  f"transformers refuses this combination too: keep one")
             value = read_json_if(legacy).get("chat_template")
             if value is None:
