@@ -21,6 +21,7 @@ from torch import nn
 
 from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
+from ..processing.anyres import tokens_per_image
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer
@@ -68,13 +69,6 @@ class LlavaConfig:
         less the first with 'default'."""
         return tokens_per_image(self.vision_config.num_patches, self.vision_config.class_token,
                                 self.vision_feature_select_strategy)
-
-
-def tokens_per_image(num_patches, class_token, strategy):
-    """Features selected from one image (or tile): 'default' drops the first token — [CLS] in a CLIP
-    tower; in a tower without one (SigLIP) transformers drops the first *patch* all the same
-    (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm mirrors it."""
-    return num_patches + int(class_token) - int(strategy == "default")
 
 
 def check_feature_selection(layer, strategy, num_layers):

@@ -106,6 +106,16 @@ class Tokenizer:
     def convert_ids_to_tokens(self, ids):
         return [self.id_to_added[i].content if i in self.id_to_added else self.id_to_token[i] for i in ids]
 
+    def add_special_token(self, content):
+        """Add `content` as a special, unnormalised token at the next free id (HF's
+        add_tokens([...], special_tokens=True), e.g. BLIP-2's <image> when a folder lacks it); its id."""
+        if content in self.added:
+            return self.added[content].id
+        token = AddedToken(content, max([*self.id_to_token, *self.id_to_added]) + 1, special=True)
+        self.added[content], self.id_to_added[token.id] = token, token
+        self._raw_pattern = self._pattern([t for t in self.added.values() if not t.normalized])
+        return token.id
+
     # --- encoding -------------------------------------------------------------------------------
     def split_added(self, text, pattern, start=0):
         """text -> [(segment, AddedToken or None, offset)], the added tokens cut out (with their
