@@ -1,0 +1,83 @@
+"""`python -m minivlm chat` on the shipped shapes-llava: a question about a scene answered with the
+scene's true answer, streamed; --compare finds transformers' ids equal (greedy and beams); an
+interactive session over stdin; bad input is one error line and exit code 2."""
+import io
+
+import pytest
+import torch
+
+from minivlm.cli import main
+
+
+def run_chat(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["chat", *argv])
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def known_scene(tmp_path_factory):
+    """A scene never seen in training and a colour question whose true answer the model gives when
+    asked through the training code's own path (train/llava.py's answer), saved as a PNG."""
+    import weights_convert
+    from minivlm import pretrained
+    from minivlm.data.shapes import ShapesWorld
+    from minivlm.train.dual_encoder import EVAL_START
+    from minivlm.train.llava import answer, chat_prompt
+    folder = pretrained.path("shapes-llava")
+    model = weights_convert.load_pretrained(folder, dtype=torch.float32)
+    tokenizer, processor = weights_convert.load_tokenizer(folder), weights_convert.load_image_processor(folder)
+    world = ShapesWorld(image_size=model.config.vision_config.image_size, max_shapes=2)
+    asked = [(s, q, a) for s in world.scenes(8, "train", start=EVAL_START) for q, a in s.questions
+             if q.startswith("what color")]
+    replies = answer(model, tokenizer, processor, [s.image for s, _, _ in asked], [chat_prompt(q) for _, q, _ in asked])
+    scene, question, truth = next((s, q, a) for (s, q, a), r in zip(asked, replies) if r == a)
+    path = tmp_path_factory.mktemp("chat") / "scene.png"
+    scene.image.save(path)
+    return str(path), question, truth
+
+
+def test_answers_a_scene_right_and_equals_transformers(known_scene, capsys):
+    image, question, truth = known_scene
+    code, out, err = run_chat(["--image", image, "--prompt", question, "--compare"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].strip() == truth, (out, err)
+    assert lines[1].startswith("transformers: ids equal")
+    assert "tokens/s" in err
+    code, out, _ = run_chat(["--image", image, "--prompt", question, "--compare", "--num-beams", "3",
+                             "--repetition-penalty", "1.2"], capsys)
+    assert code == 0 and "transformers: ids equal" in out
+
+
+def test_interactive_session_reads_stdin(known_scene, capsys, monkeypatch):
+    image, question, truth = known_scene
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{question}\nhow many shapes are there?\n\n"))
+    code, out, err = run_chat(["--image", image, "--max-new-tokens", "12"], capsys)
+    assert code == 0 and out.splitlines()[0].strip() == truth
+    assert len(out.splitlines()) == 2 and err.count("tokens/s") == 2  # two turns, two replies
+
+
+def test_prompt_follows_the_template_over_turns():
+    """Without a chat template in the folder, the hand-written one renders the whole history, the
+    image placeholders in the first user turn."""
+    from minivlm.commands.chat import prompt_text
+    from minivlm.processing.conversation import TEMPLATES, render
+
+    class NoTemplate:
+        chat_template, image_token = None, "<image>"
+    turns = [("user", "what color is it?"), ("assistant", "red"), ("user", "and the shape?")]
+    want = render(TEMPLATES["llava_hf"], [("human", "<image>\n<image>\nwhat color is it?"), ("gpt", "red"),
+                                          ("human", "and the shape?")], add_generation_prompt=True).text
+    assert prompt_text(NoTemplate(), "llava_hf", turns, 2, 0) == want
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image", "no/such/scene.png", "--prompt", "hi"], "no/such/scene.png"),
+    (["--prompt", "hi", "--num-beams", "0"], "num_beams"),
+    (["--prompt", "hi", "--compare", "--do-sample"], "--compare"),
+    (["--prompt", "hi", "--checkpoint", "no/such/folder"], "no/such/folder"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
+    code, out, err = run_chat(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
