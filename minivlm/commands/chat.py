@@ -35,7 +35,8 @@ def add_arguments(p):
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-k", type=int, default=50, help="keep the k likeliest tokens when sampling (transformers' "
+                                                        "default 50; 0: all)")
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (no streaming)")
@@ -142,7 +143,7 @@ def generate_options(args, processor):
                    repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
                    min_new_tokens=args.min_new_tokens)
     if args.do_sample:
-        options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                        generator=torch.Generator(args.device).manual_seed(args.seed))
     if args.stop:
         options.update(stop_strings=args.stop, tokenizer=processor.tokenizer)
