@@ -2,12 +2,13 @@
 num_return_sequences), repetition_penalty, no_repeat_ngram_size, min_new_tokens / min_length,
 stop_strings, streamers. Every case is compared with transformers' generate on the same weights
 (exact ids), on Llama (left-padded batch of 4), OPT via BLIP-2, InstructBLIP (its model card's
-settings) and LLaVA; each option is also shown to change the output, so a no-op could not pass."""
+settings), LLaVA, Qwen2-VL and BLIP (its own captioning settings); each option is also shown to change the output, so a no-op could not pass."""
 import pytest
 import torch
 
 from minivlm.generation import generate
 from minivlm.logits_processors import no_repeat_ngram, repetition_penalty
+from minivlm.parity import blip as blip_cases
 from minivlm.parity import blip2 as blip2_cases
 from minivlm.parity import llava as llava_cases
 from minivlm.parity import qwen2_vl as qwen2_vl_cases
@@ -206,3 +207,20 @@ def test_qwen2_vl_beams_equal_hf(name, options):
     ours, reference, inputs = family_pair(qwen2_vl_cases.CASES, name)
     out = both(ours, reference, inputs, max_new_tokens=8, **options)
     assert differs_from_greedy(ours, inputs, out, dict(max_new_tokens=8))
+
+
+@pytest.mark.parametrize("name, options", [
+    # BLIP's own captioning (salesforce/BLIP, predict.py): beam search, num_beams=3, max_length=20, min_length=5
+    ("caption-wide-vision-unprompted", dict(num_beams=3, max_length=20, min_length=5)),
+    ("caption-padded-prompts", dict(num_beams=2, repetition_penalty=1.4, length_penalty=0.5, max_new_tokens=8)),
+    ("vqa-labels-answer", dict(num_beams=3, max_new_tokens=8)),
+    ("caption-right-pad-prompted", dict(no_repeat_ngram_size=2, min_new_tokens=4, max_new_tokens=8)),
+])
+def test_blip_equals_hf(name, options):
+    """BLIP's BERT decoder: the cross-attention's cached keys/values are copied and reordered by beam too."""
+    case = next(c for c in blip_cases.CASES if c.name == name)
+    reference = build_seeded(case.build_reference)
+    inputs = case.generate_inputs(case.make_inputs(reference, torch.Generator().manual_seed(0)))
+    ours = convert_reference(reference)
+    out = both(ours, reference, inputs, **options)
+    assert differs_from_greedy(ours, inputs, out, options)
