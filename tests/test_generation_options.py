@@ -2,7 +2,7 @@
 num_return_sequences), repetition_penalty, no_repeat_ngram_size, min_new_tokens / min_length,
 stop_strings, streamers. Every case is compared with transformers' generate on the same weights
 (exact ids), on Llama (left-padded batch of 4), OPT via BLIP-2, InstructBLIP (its model card's
-settings), LLaVA, Qwen2-VL and BLIP (its own captioning settings); each option is also shown to change the output, so a no-op could not pass."""
+settings), LLaVA, LLaVA-NeXT, OneVision, Qwen2-VL and BLIP (its own captioning settings); each option is also shown to change the output, so a no-op could not pass."""
 import pytest
 import torch
 
@@ -11,6 +11,8 @@ from minivlm.logits_processors import no_repeat_ngram, repetition_penalty
 from minivlm.parity import blip as blip_cases
 from minivlm.parity import blip2 as blip2_cases
 from minivlm.parity import llava as llava_cases
+from minivlm.parity import llava_next as llava_next_cases
+from minivlm.parity import llava_onevision as onevision_cases
 from minivlm.parity import qwen2_vl as qwen2_vl_cases
 from minivlm.parity.harness import build_seeded, convert_reference
 from minivlm.parity.llama import CASES, left_padded_batch
@@ -224,3 +226,13 @@ def test_blip_equals_hf(name, options):
     ours = convert_reference(reference)
     out = both(ours, reference, inputs, **options)
     assert differs_from_greedy(ours, inputs, out, options)
+
+
+@pytest.mark.parametrize("cases, name", [(llava_next_cases, "odd-sizes-several-per-prompt-layer-list/generate"),
+                                         (onevision_cases, "several-images-and-videos-odd-grid/generate")])
+def test_llava_next_and_onevision_beams_equal_hf(cases, name):
+    """Several images (and videos) per prompt: the prefill runs once per prompt and its cache is
+    copied to the beams, so pixel inputs never need expanding."""
+    ours, reference, inputs = family_pair(cases.CASES, name)
+    out = both(ours, reference, inputs, max_new_tokens=8, num_beams=2, repetition_penalty=1.3)
+    assert differs_from_greedy(ours, inputs, out, dict(max_new_tokens=8))
