@@ -27,17 +27,16 @@ per call, before the loop.
 """
 import torch
 
+from .beam_search import beam_search
 from .blocks.kv_cache import StaticKVCache
+from .logits_processors import ScoreSettings, process_scores, top_k_filter, top_p_filter  # noqa: F401 (re-exported)
+from .stop_strings import StopStrings
 
 
 def prompt_positions(attention_mask):
     """Positions counted over real tokens only, so a left-padded row starts at 0 (HF's generate:
     cumsum - 1, padding filled with 0)."""
     return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, L)
-
-from .beam_search import beam_search
-from .logits_processors import ScoreSettings, process_scores, top_k_filter, top_p_filter  # noqa: F401 (re-exported)
-from .stop_strings import StopStrings
 
 
 def next_tokens(logits, do_sample=False, temperature=1.0, top_k=None, top_p=None, generator=None):
@@ -73,7 +72,6 @@ def new_token_budget(prompt_length, max_new_tokens=None, max_length=None):
             raise ValueError(f"max_length={max_length} leaves no room after a prompt of {prompt_length} tokens")
         return max_length - prompt_length
     return 20
-
 
 
 def takes_static_cache(model):

@@ -6,7 +6,6 @@ settings), LLaVA, LLaVA-NeXT, OneVision, Qwen2-VL and BLIP (its own captioning s
 import pytest
 import torch
 
-from minivlm.generation import generate
 from minivlm.logits_processors import no_repeat_ngram, repetition_penalty
 from minivlm.parity import blip as blip_cases
 from minivlm.parity import blip2 as blip2_cases
