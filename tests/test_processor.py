@@ -268,3 +268,79 @@ def test_dual_encoders_equal_hf(tmp_path, family):
         assert_same(ours, hf, std, text=["a photo of a cat", "red circle"], images=IMAGES[:2], **kwargs)
     assert_same(ours, hf, std, text="a photo of a cat")
     assert_same(ours, hf, std, images=IMAGES)
+
+
+def test_parity_checkpoint_checks_the_whole_processor(tmp_path):
+    """`parity --checkpoint`'s processor rows on a folder with a chat template: all equal."""
+    from minivlm.parity.checkpoint import check_processor
+    from minivlm.processing.reference_templates import LLAVA_1_5
+    hf = transformers.LlavaProcessor(image_processor=clip_image_processor(), tokenizer=byte_bpe(["<image>"]),
+                                     patch_size=6, vision_feature_select_strategy="default",
+                                     num_additional_image_tokens=1, chat_template=LLAVA_1_5)
+    hf.save_pretrained(tmp_path)
+    rows = check_processor(tmp_path)
+    assert [r[1] for r in rows] == ["output keys", "attention_mask", "input_ids", "pixel_values"]
+    assert all(ok for *_, ok in rows), rows
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+def test_processor_from_a_model_config_counts_as_the_model(strategy):
+    """A processor composed in memory from a model's config (cfg.processor_fields(): what a trace or a
+    training loop builds) writes as many <image> tokens as the model makes features: LLaVA's
+    features_per_image, LLaVA-NeXT's per-image count, on odd sizes."""
+    from minivlm.models.llava import LlavaConfig, llava_vision_config
+    from minivlm.models.llava_next import LlavaNextConfig
+    from minivlm.processing.llava_next import LlavaNextImageProcessor
+    from minivlm.processing.processors import CLIP_DEFAULTS, ImageProcessor
+    from minivlm.text.llama_config import LlamaConfig
+    folder_tokenizer = byte_bpe(["<image>"])
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        folder_tokenizer.save_pretrained(folder)
+        tokenizer = weights_convert.load_tokenizer(folder)
+    vision = llava_vision_config(image_size=30, patch_size=6, hidden_size=32, num_layers=2, num_heads=4,
+                                 intermediate_size=37)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=40, num_hidden_layers=1,
+                       num_attention_heads=4, num_key_value_heads=2)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, vision_feature_select_strategy=strategy,
+                      image_token_index=tokenizer.token_to_id("<image>"))
+    crop = dict(CLIP_DEFAULTS, size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    processor = LlavaProcessor(tokenizer, ImageProcessor(**crop), **cfg.processor_fields())
+    out = processor(text="<image> hi", images=IMAGES[0], return_tensors="pt")
+    assert int((out["input_ids"] == cfg.image_token_index).sum()) == cfg.features_per_image
+    if strategy == "default":
+        pins = [[30, 60], [60, 30], [60, 60], [90, 30]]
+        next_cfg = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=pins,
+                                   image_token_index=cfg.image_token_index)
+        image_processor = LlavaNextImageProcessor(**crop, do_pad=True, image_grid_pinpoints=pins)
+        processor = LlavaNextProcessor(tokenizer, image_processor, **next_cfg.processor_fields())
+        images = IMAGES + [random_image(5, 301, 4)]
+        out = processor(text=["<image><image>", "<image><image>"], images=images, padding=True, return_tensors="pt")
+        runs = [int(n) for n in (out["input_ids"] == cfg.image_token_index).sum(1)]
+        geometry = next_cfg.geometry()
+        from minivlm.models.llava_next import LlavaNextForConditionalGeneration
+        model = LlavaNextForConditionalGeneration(next_cfg)
+        model_counts = [model.image_tokens(tuple(im.size[::-1]), geometry) for im in images]  # (height, width)
+        assert runs == [sum(model_counts[:2]), sum(model_counts[2:])]
+
+
+@pytest.mark.parametrize("family", ["llava-1.5", "llava-v1.6"])
+def test_real_settings_on_the_photo(tmp_path, family):
+    """The hub's real processor settings (CLIP 336 px, patch 14, 'default': 576 tokens; v1.6's anyres
+    pinpoints) on the photo a learner follows and an odd strip, left padding."""
+    import matplotlib.cbook
+    photo = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg"))
+    photo.load()
+    crop = dict(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    fields = dict(patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    if family == "llava-1.5":
+        hf = transformers.LlavaProcessor(transformers.CLIPImageProcessorPil(**crop), byte_bpe(["<image>"]), **fields)
+    else:
+        pins = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+        hf = transformers.LlavaNextProcessor(transformers.LlavaNextImageProcessorPil(**crop, image_grid_pinpoints=pins),
+                                             byte_bpe(["<image>"]), **fields)
+    hf, ours = saved_pair(hf, tmp_path)
+    out = assert_same(ours, hf, CLIP_STD, text=["USER: <image>\nWho is this? ASSISTANT:", "<image> strip"],
+                      images=[photo, random_image(40, 500)], padding=True, padding_side="left")
+    if family == "llava-1.5":
+        assert int((out["input_ids"][0] == ours.image_token_id).sum()) == 576

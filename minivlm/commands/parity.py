@@ -37,8 +37,8 @@ def run(args):
         return 2
     from minivlm.parity import all_cases, check_case, format_table
     from minivlm.parity.harness import TOP1_AGREEMENT, default_tolerance
-    from minivlm.parity.checkpoint import (check_image_processor, check_tokenizer, checkpoint_case, peak_memory,
-                                           weights_size)
+    from minivlm.parity.checkpoint import (check_image_processor, check_processor, check_tokenizer, checkpoint_case,
+                                           peak_memory, weights_size)
     from weights_convert.errors import CheckpointError
 
     # The built-in models are tiny: extra OpenMP threads only wait on them (about 5x slower
@@ -59,6 +59,10 @@ def run(args):
                 rows += check_tokenizer(args.checkpoint)
             except CheckpointError as e:  # e.g. a WordPiece tokenizer: the model is still judged
                 notes.append(f"tokenizer not checked: {e}")
+            try:
+                rows += check_processor(args.checkpoint)
+            except ImportError as e:  # transformers' video processors need torchvision
+                notes.append(f"whole processor not checked (transformers could not build its own): {e}")
     except (CheckpointError, ValueError) as e:
         print(f"parity: {e}")
         return 2

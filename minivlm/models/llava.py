@@ -63,6 +63,14 @@ class LlavaConfig:
     def num_feature_layers(self):
         return 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
 
+    def processor_fields(self):
+        """The LlavaProcessor / LlavaNextProcessor fields (processor_config.json's) under which the
+        processor counts an image's tokens as this model counts its features: e.g.
+        LlavaProcessor(tokenizer, image_processor, **cfg.processor_fields())."""
+        v = self.vision_config
+        return dict(patch_size=v.patch_size, vision_feature_select_strategy=self.vision_feature_select_strategy,
+                    num_additional_image_tokens=int(v.class_token))
+
     @property
     def features_per_image(self):
         """How many <image> tokens one image needs: the tower's tokens (patches, + [CLS] if it has one),

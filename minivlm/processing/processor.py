@@ -62,7 +62,7 @@ def to_tensors(out, return_tensors):
         raise ValueError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
     converted = ModelOutput()
     for key, value in out.items():
-        if isinstance(value, list) and return_tensors is not None:
+        if isinstance(value, list) and return_tensors is not None and key != "text_replacement_offsets":
             rows = value if value and isinstance(value[0], (list, tuple)) else [value]
             if len({len(r) for r in rows}) > 1:
                 raise ValueError(f"{key}: the prompts have different lengths {sorted({len(r) for r in rows})}; "
@@ -108,14 +108,15 @@ class Processor:
         raise NotImplementedError
 
     def process_images(self, images, return_tensors):
-        return self.image_processor(images, return_tensors=return_tensors)
+        return self.image_processor(flat_images(images), return_tensors=return_tensors)
 
     def process_videos(self, videos, return_tensors):
         raise ValueError(f"{type(self).__name__} takes no videos")
 
     # --- the walk -------------------------------------------------------------------------
     def __call__(self, images=None, text=None, videos=None, *, padding=False, padding_side=None, truncation=None,
-                 max_length=None, return_tensors=None, add_special_tokens=True, return_mm_token_type_ids=None):
+                 max_length=None, return_tensors=None, add_special_tokens=True, return_mm_token_type_ids=None,
+                 return_text_replacement_offsets=False):
         if images is None and text is None and videos is None:
             raise ValueError(f"{type(self).__name__} needs text, images or videos; got none")
         texts = self.as_texts(text)
@@ -127,6 +128,9 @@ class Processor:
             text_kwargs = dict(padding=padding, padding_side=padding_side, truncation=truncation,
                                max_length=max_length, add_special_tokens=add_special_tokens)
             out.update(self.encode_text(texts, images, image_inputs, video_inputs, text_kwargs))
+            replacements = out.pop("text_replacement_offsets", [[] for _ in texts])
+            if return_text_replacement_offsets:  # where each placeholder went (the assistant mask needs it)
+                out["text_replacement_offsets"] = replacements
             if self.return_mm_token_type_ids if return_mm_token_type_ids is None else return_mm_token_type_ids:
                 kinds = {self.image_token_id: 1, self.video_token_id: 2}
                 out["mm_token_type_ids"] = [[kinds.get(i, 0) for i in row] for row in out["input_ids"]]
@@ -152,10 +156,10 @@ class Processor:
         if self.video_token is not None:
             videos_given = len(video_counts := self.video_counts(video_inputs)) if video_inputs else 0
             self.check_placeholders(texts, self.video_token, videos_given, "video")
-        expanded = self.expand(texts, image_counts, video_counts)
+        expanded, replacements = self.expand(texts, image_counts, video_counts)
         encoded = dict(self.tokenizer(expanded, **text_kwargs))
         self.check_not_cut(expanded, encoded["input_ids"], text_kwargs["max_length"])
-        return encoded
+        return {**encoded, "text_replacement_offsets": replacements}
 
     @staticmethod
     def check_placeholders(texts, token, given, what):
@@ -165,10 +169,26 @@ class Processor:
                              f"{what}(s) were given: write one {token} per {what}, where it goes in the prompt")
 
     def expand(self, texts, image_counts, video_counts):
-        """Each placeholder -> count copies of it, the k-th image's count at the k-th <image>."""
+        """Each placeholder -> count copies of it, the k-th image's count at the k-th <image>.
+        Also, per text, where each placeholder was and went (HF's text_replacement_offsets:
+        {"type", "span", "new_span", "text", "replacement"})."""
         runs = {self.image_token: iter(image_counts), self.video_token: iter(video_counts)}
+        kinds = {self.image_token: "image", self.video_token: "video"}
         pattern = re.compile("|".join(re.escape(t) for t in runs if t is not None))
-        return [pattern.sub(lambda m: m.group() * next(runs[m.group()]), t) for t in texts]
+        expanded, offsets = [], []
+        for text in texts:
+            pieces, moved, last, gained = [], [], 0, 0
+            for m in pattern.finditer(text):
+                replacement = m.group() * next(runs[m.group()])
+                start = m.start() + gained
+                moved.append({"type": kinds[m.group()], "span": m.span(), "new_span": (start, start + len(replacement)),
+                              "text": m.group(), "replacement": replacement})
+                pieces += [text[last:m.start()], replacement]
+                gained += len(replacement) - len(m.group())
+                last = m.end()
+            expanded.append("".join(pieces) + text[last:])
+            offsets.append(moved)
+        return expanded, offsets
 
     def check_not_cut(self, expanded, input_ids, max_length):
         for token, token_id in ((self.image_token, self.image_token_id), (self.video_token, self.video_token_id)):
@@ -253,6 +273,9 @@ class LlavaOnevisionProcessor(Processor):
             raise ValueError(f"num_image_tokens must be a square number of patches, got {num_image_tokens}")
         self.vision_feature_select_strategy = vision_feature_select_strategy
         self.max_tiles = max_tiles_of(vision_aspect_ratio)
+
+    def process_images(self, images, return_tensors):
+        return self.image_processor(images, return_tensors=return_tensors)  # nested: images per prompt
 
     def geometry(self, tile):
         n = self.patches_per_side
