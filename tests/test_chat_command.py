@@ -81,3 +81,41 @@ def test_prompt_follows_the_template_over_turns():
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys):
     code, out, err = run_chat(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_shipped_folder_prompt_is_its_chat_template(known_scene):
+    import weights_convert
+    from minivlm import pretrained
+    from minivlm.commands.chat import open_processor, prompt_text
+    _, question, _ = known_scene
+    processor = open_processor(pretrained.path("shapes-llava"), None)
+    assert processor.chat_template  # the folder's own, read by load_processor
+    turns = [("user", question), ("assistant", "red"), ("user", "how many shapes are there?")]
+    assert prompt_text(processor, "llava_hf", turns, 1, 0) == (
+        f"USER: <image>\n{question} ASSISTANT: red</s>USER: how many shapes are there? ASSISTANT:")
+    assert isinstance(processor, type(weights_convert.load_processor(pretrained.path("shapes-llava"))))
+
+
+def test_run_folder_without_processor_config(known_scene, capsys, tmp_path):
+    """A training run's folder (no processor_config.json, no chat template): a LlavaProcessor from
+    the model's config and the hand-written llava_hf template give the shipped folder's exact inputs
+    (one turn), the true answer, and ids equal to transformers'."""
+    import shutil
+
+    import weights_convert
+    from minivlm import pretrained
+    from minivlm.commands.chat import model_inputs, open_processor
+    image, question, truth = known_scene
+    shipped = pretrained.path("shapes-llava")
+    folder = tmp_path / "run"
+    shutil.copytree(shipped, folder)
+    (folder / "processor_config.json").unlink()
+    (folder / "chat_template.jinja").unlink()
+    model = weights_convert.load_pretrained(shipped, dtype=torch.float32)
+    from minivlm.commands.chat import read_image
+    pixels = [read_image(image)]
+    a = model_inputs(open_processor(shipped, model), "llava_hf", [("user", question)], pixels, [], model, "cpu")
+    b = model_inputs(open_processor(folder, model), "llava_hf", [("user", question)], pixels, [], model, "cpu")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    code, out, err = run_chat(["--checkpoint", str(folder), "--image", image, "--prompt", question, "--compare"], capsys)
+    assert code == 0 and out.splitlines()[0].strip() == truth and "ids equal" in out, (out, err)

@@ -7,8 +7,9 @@ generated, and the speed is printed at the end (tokens/s, prefill included).
     python -m minivlm chat --image scene.png --prompt "what color is the circle?"
     python -m minivlm chat --checkpoint llava-1.5-7b-hf --image photo.jpg --num-beams 3   # interactive
 
-Without --checkpoint it runs the tiny LLaVA the package ships (minivlm/pretrained/shapes-llava),
-which answers questions about shapes-world scenes (minivlm/data/shapes.py makes them). Without
+Without --checkpoint it runs the tiny LLaVA the package ships (minivlm/pretrained/shapes-llava, with
+its processor_config.json and chat template), which answers questions about shapes-world scenes
+(minivlm/data/shapes.py makes them). Without
 --prompt it is a multi-turn session reading one question per line from stdin (an empty line or
 EOF ends it); the images belong to the first turn. --compare runs transformers' generate on the
 same inputs with the same options and says whether the ids are equal (exit code 1 if not).
@@ -166,9 +167,9 @@ def load(folder, dtype, device):
 
 
 def open_processor(folder, model):
-    """weights_convert.load_processor where the folder names its processor (the hub's layout). A
-    LLaVA folder without processor_config.json (the shipped shapes-llava, a training run) gets the
-    same LlavaProcessor, told its image-token count by the model's own config."""
+    """weights_convert.load_processor where the folder names its processor (the hub's layout, the
+    shipped shapes-llava). A LLaVA folder without processor_config.json (a training run) gets the
+    same LlavaProcessor, with the fields under which it counts image tokens as the model does."""
     import weights_convert
     from weights_convert.errors import CheckpointError
     try:
@@ -178,10 +179,7 @@ def open_processor(folder, model):
             raise UsageError(str(e)) from None
     from minivlm.processing.processor import LlavaProcessor
     tokenizer, config = weights_convert.load_tokenizer(folder), model.config
-    vision = config.vision_config
-    return LlavaProcessor(tokenizer, weights_convert.load_image_processor(folder), patch_size=vision.patch_size,
-                          vision_feature_select_strategy=config.vision_feature_select_strategy,
-                          num_additional_image_tokens=int(vision.class_token),
+    return LlavaProcessor(tokenizer, weights_convert.load_image_processor(folder), **config.processor_fields(),
                           image_token=tokenizer.convert_ids_to_tokens([config.image_token_index])[0])
 
 
