@@ -82,6 +82,16 @@ def test_beams_without_static_cache_and_one_beam_is_greedy(llama):
     assert torch.equal(ours.generate(**inputs, max_new_tokens=10, num_beams=1), greedy)
 
 
+def test_beams_through_the_compiled_decode_step(llama):
+    """fast/compiled.py's fixed-shape step reads the cache buffers given each call, so the beam
+    reorder (new buffers) reaches it (compile=False: the same step, eager)."""
+    from minivlm.fast.compiled import CompiledDecoder
+    from minivlm.generation import generate
+    ours, _, inputs, eos, _ = llama
+    kw = dict(max_new_tokens=10, num_beams=3, eos_token_id=eos, repetition_penalty=1.2)
+    assert torch.equal(generate(CompiledDecoder(ours, compile=False), **inputs, **kw), ours.generate(**inputs, **kw))
+
+
 def test_processors_by_hand():
     scores = torch.tensor([[2.0, -1.0, 0.5, 3.0, -2.0]])
     out = repetition_penalty(scores, torch.tensor([[0, 1, 1]]), 2.0)
