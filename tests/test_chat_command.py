@@ -119,3 +119,15 @@ def test_run_folder_without_processor_config(known_scene, capsys, tmp_path):
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
     code, out, err = run_chat(["--checkpoint", str(folder), "--image", image, "--prompt", question, "--compare"], capsys)
     assert code == 0 and out.splitlines()[0].strip() == truth and "ids equal" in out, (out, err)
+
+
+def test_template_refusal_is_one_line(capsys, tmp_path):
+    """A template's own raise_exception message comes through as the one error line, exit 2."""
+    import shutil
+
+    from minivlm import pretrained
+    folder = tmp_path / "strict"
+    shutil.copytree(pretrained.path("shapes-llava"), folder)
+    (folder / "chat_template.jinja").write_text("{{ raise_exception('this model takes one image and a question') }}")
+    code, _, err = run_chat(["--checkpoint", str(folder), "--prompt", "hi"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "takes one image and a question" in err, err

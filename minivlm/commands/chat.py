@@ -202,8 +202,8 @@ def prompt_text(processor, template, turns, n_images, n_videos):
 
 def model_inputs(processor, template, turns, images, videos, model, device):
     """Text + images -> the model's keyword inputs, on its device and (for pixels) its dtype."""
-    text = prompt_text(processor, template, turns, len(images), len(videos))
-    try:
+    try:  # a template's own raise_exception, placeholders and images that disagree ...
+        text = prompt_text(processor, template, turns, len(images), len(videos))
         inputs = processor(text=[text], images=images or None, videos=videos or None, return_tensors="pt")
     except ValueError as e:
         raise UsageError(str(e)) from None
