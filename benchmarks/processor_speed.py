@@ -10,8 +10,9 @@ BPE trained here on a small corpus (Llama's vocabulary is not shipped). The batc
 conversations, each with the photo (matplotlib's grace_hopper.jpg) at a different size and a
 question; one iteration renders every conversation's template, then runs the processor on the
 batch with padding. Both outputs are checked equal first (ids and masks exactly, pixels within one
-grey level). Reported: the median and best of `--repeats` timed iterations per implementation and
-the ratio minivlm / transformers (below 1: minivlm is faster). Timings on a shared machine are noisy.
+grey level). Reported: the median and best of `--repeats` timed iterations per implementation (the
+two interleaved) and the ratio minivlm / transformers (below 1: minivlm is faster). Timings on a
+shared machine are noisy.
 """
 import argparse
 import statistics
@@ -65,13 +66,16 @@ def run(processor, chats, images):
     return processor(text=prompts, images=images, padding=True, return_tensors="pt")
 
 
-def timed(fn, repeats):
-    times = []
+def timed(fns, repeats):
+    """(median, best) seconds of each function, their runs interleaved so that a change in the
+    machine's load falls on both alike."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [(statistics.median(t), min(t)) for t in times]
 
 
 def main(argv=None):
@@ -91,8 +95,7 @@ def main(argv=None):
         assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in ("input_ids", "attention_mask"))
         grey = (a["pixel_values"] - b["pixel_values"]).abs().max().item()
         assert grey <= 1 / 255 / min(theirs.image_processor.image_std) + 1e-6, grey
-        ours_t = timed(lambda: run(ours, chats, images), args.repeats)
-        theirs_t = timed(lambda: run(theirs, chats, images), args.repeats)
+        ours_t, theirs_t = timed([lambda: run(ours, chats, images), lambda: run(theirs, chats, images)], args.repeats)
     tokens = a["input_ids"].numel()
     print(f"processor path, {args.family}, batch {args.batch} ({tokens} ids, pixel_values "
           f"{tuple(a['pixel_values'].shape)}), outputs equal (pixels max |diff| {grey:.1e})")

@@ -344,3 +344,26 @@ def test_real_settings_on_the_photo(tmp_path, family):
                       images=[photo, random_image(40, 500)], padding=True, padding_side="left")
     if family == "llava-1.5":
         assert int((out["input_ids"][0] == ours.image_token_id).sum()) == 576
+
+
+def test_hub_clip_folder_without_processor_class(tmp_path):
+    """openai/clip-* folders name no processor class (an old feature_extractor_type, CLIPTokenizer's
+    vocab.json + merges.txt): AutoProcessor falls back to config.json's model_type, and so do we."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tk = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator([c.lower() for c in CORPUS], trainers.BpeTrainer(
+        vocab_size=300, show_progress=False, end_of_word_suffix="</w>", special_tokens=["<|startoftext|>", "<|endoftext|>"]))
+    vocab = tk.get_vocab()
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    merges = json.loads(tk.to_str())["model"]["merges"]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(m if isinstance(m, str) else " ".join(m)
+                                                                     for m in merges) + "\n")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer"}))
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "CLIPFeatureExtractor", "crop_size": 24, "size": 24, "do_center_crop": True,
+        "resample": 3, "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip", "architectures": ["CLIPModel"]}))
+    hf, ours = transformers.AutoProcessor.from_pretrained(tmp_path), weights_convert.load_processor(tmp_path)
+    assert type(hf).__name__ == "CLIPProcessor" and type(ours) is Processor
+    assert_same(ours, hf, CLIP_STD, text=["a photo of a cat", "red circle blue square"], images=IMAGES[:2], padding=True)

@@ -13,6 +13,8 @@ Where a processor's parts live, in the two layouts a folder comes in:
     video_preprocessor_config.json          nested in it
     tokenizer files, qformer_tokenizer/     tokenizer files, qformer_tokenizer/ (InstructBLIP)
     chat_template.json / .jinja             chat_template.jinja
+The family: processor_class in processor_config.json, preprocessor_config.json or tokenizer_config.json,
+else config.json's model_type (openai/clip-* name none), as AutoProcessor falls back.
 """
 import json
 from pathlib import Path
@@ -33,6 +35,11 @@ SPECIAL = {"LlavaNextImageProcessor": llava_next_processor_from_config,
            "LlavaOnevisionImageProcessor": onevision_processor_from_config,
            "Qwen2VLImageProcessor": qwen2_vl_processor_from_config}
 PROCESSORS = sorted(list(DEFAULTS) + list(SPECIAL))
+# config.json's model_type -> processor class, when no file names one (openai/clip-* folders): AutoProcessor's map.
+BY_MODEL_TYPE = {"clip": "CLIPProcessor", "siglip": "SiglipProcessor", "blip": "BlipProcessor",
+                 "blip-2": "Blip2Processor", "instructblip": "InstructBlipProcessor", "llava": "LlavaProcessor",
+                 "llava_next": "LlavaNextProcessor", "llava_onevision": "LlavaOnevisionProcessor",
+                 "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 # The processor_config.json fields a family's Processor takes (HF's __init__ arguments).
 FAMILY_FIELDS = ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_token",
                  "video_token", "num_image_tokens", "vision_aspect_ratio", "num_query_tokens")
@@ -100,6 +107,8 @@ def load_processor(folder):
              if (folder / name).is_file()}
     config = found.get("processor_config.json", {})
     kind = next((c["processor_class"] for c in found.values() if c.get("processor_class")), None)
+    if kind is None and (folder / "config.json").is_file():
+        kind = BY_MODEL_TYPE.get(read_json(folder / "config.json").get("model_type"))
     if kind not in FAMILIES:
         raise CheckpointError(f"processor_class {kind!r} (read from {', '.join(found) or 'no config file'} in {folder}) "
                               f"is not supported; supported: {', '.join(sorted(FAMILIES))}")
