@@ -48,6 +48,11 @@ def test_answers_a_scene_right_and_equals_transformers(known_scene, capsys):
     code, out, _ = run_chat(["--image", image, "--prompt", question, "--compare", "--num-beams", "3",
                              "--repetition-penalty", "1.2"], capsys)
     assert code == 0 and "transformers: ids equal" in out
+    # a stop string inside the answer, through the folder's SentencePiece-style tokenizer (ours) and
+    # transformers' own tokenizer for its StopStringCriteria: the reply ends there, ids equal
+    stop = truth[:2]
+    code, out, _ = run_chat(["--image", image, "--prompt", question, "--compare", "--stop", stop], capsys)
+    assert code == 0 and out.splitlines()[0].strip() == stop and "transformers: ids equal" in out, out
 
 
 def test_interactive_session_reads_stdin(known_scene, capsys, monkeypatch):
