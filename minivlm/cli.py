@@ -19,6 +19,7 @@ COMMANDS = {
     "ship": "copy a trained run into the package as a shipped model (minivlm/pretrained), with its card",
     "index": "embed a folder of images and/or texts with a dual encoder into an index on disk (appendable)",
     "search": "search an index by text or image (text -> image, image -> text, image -> image), ITM re-ranking",
+    "chat": "talk to a checkpoint about images: its processor and chat template, streamed replies, HF's options",
     "notebooks": "re-execute every notebook in place and store its outputs (notebooks/*.ipynb)",
 }
 
