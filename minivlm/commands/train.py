@@ -13,6 +13,8 @@ The loop options work for every recipe (train/loop.py's TrainConfig):
     --grad-accum K              K micro-batches of --batch-size per update
     --precision bf16            autocast the forward to bfloat16
     torchrun --nproc_per_node N -m minivlm train ...    data-parallel (DDP), gloo on CPU, nccl on GPU
+    --strategy fsdp             under torchrun: shard weights, grads and optimizer state (FSDP2)
+    --activation-checkpointing  recompute each decoder layer / tower block in backward
 """
 import importlib
 import json
@@ -40,6 +42,11 @@ def add_arguments(p):
     p.add_argument("--save-every", type=int, metavar="N", help="write a checkpoint every N steps (and at the end)")
     p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints kept per stage (newest)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its --out) from its newest checkpoints")
+    p.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
+                   help="under torchrun: ddp replicates the model on every rank, fsdp shards weights, gradients "
+                        "and optimizer state across them (train/fsdp.py)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each layer's activations in backward: less memory, ~1/3 more compute")
     llava = p.add_argument_group("llava on your own data (LLaVA's JSON format)")
     llava.add_argument("--data", metavar="JSON", help="conversations.json / .jsonl in LLaVA's format")
     llava.add_argument("--images", metavar="DIR", help="the folder the records' 'image' paths are relative to")
