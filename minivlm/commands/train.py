@@ -55,6 +55,12 @@ def add_arguments(p):
                        help="1: projector only (feature alignment); 2: projector + language model")
     llava.add_argument("--lr", type=float, help="with --data: learning rate (default: 2e-3 stage 1, 2e-5 stage 2)")
     llava.add_argument("--template", help="conversation template (default: plain for stage 1, vicuna_v1 for stage 2)")
+    llava.add_argument("--lora-rank", type=int, metavar="R", help="stage 2: train LoRA adapters of rank R on the LM "
+                       "instead of the LM (the run folder is a PEFT adapter folder)")
+    llava.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA scaling alpha (update * A / R; default 2R)")
+    llava.add_argument("--lora-targets", metavar="NAMES", help="comma-separated Linear names to adapt "
+                       "(default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
+    llava.add_argument("--merge", action="store_true", help="with --lora-rank: save the merged full model instead")
     llava.add_argument("--on-bad-record", choices=("skip", "fail"), default="fail",
                        help="a record that cannot be trained on: skip it (reported and counted) or stop")
 
