@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import activation_checkpointing, checkpointing, distributed, fsdp
+from . import activation_checkpointing, checkpointing, dcp_checkpoint, distributed, fsdp
 from .batches import BatchStream
 from .progress import ProgressBar
 from .schedule import warmup_cosine
@@ -178,9 +178,6 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
     world, main = distributed.world_size(), distributed.is_main()
     # `owner` holds the parameters the optimizer updates: the model itself, or under FSDP its sharded
     # twin (the model's own tensors are released until gather_back). `net` is what loss_fn calls.
-    if config.strategy == "fsdp" and world > 1 and (config.save_every or config.resume):
-        raise ValueError("checkpoints of an FSDP run are written with torch.distributed.checkpoint "
-                         "(dcp_checkpoint.py), not yet wired into the loop: drop --save-every / --resume")
     sharded = fsdp.Sharded(model, config.precision) if config.strategy == "fsdp" and world > 1 else None
     owner = sharded.net if sharded else model
     recomputed = (activation_checkpointing.apply(fsdp.sharding_units(owner))
@@ -193,7 +190,7 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
     stream = BatchStream(batches, config.grad_accum, world, distributed.rank())
     folder, first = config.run_dir, 0
     if config.resume and checkpointing.latest(folder) is not None:
-        first, history = _resume(checkpointing.latest(folder), model, optimizer, scheduler, config, stream)
+        first, history = _resume(checkpointing.latest(folder), owner, optimizer, scheduler, config, stream)
     log = _Log(folder / "log.jsonl", history) if folder is not None and main else None
     # bf16: autocast, except under FSDP, whose MixedPrecisionPolicy gathers bf16 weights instead
     autocast = (torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
@@ -241,10 +238,13 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         if config.save_every and (done % config.save_every == 0 or done == config.steps):
             history.seconds += time.time() - start
             start = time.time()
-            checkpointing.save(folder, done, dict(
-                step=done, steps=config.steps, micro_per_step=config.grad_accum * world, model=model.state_dict(),
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history.as_dict()),
-                config.generators, config.keep)
+            meta = dict(step=done, steps=config.steps, micro_per_step=config.grad_accum * world,
+                        scheduler=scheduler.state_dict(), history=history.as_dict())
+            if config.strategy == "fsdp":  # sharded, every rank its own file (dcp_checkpoint.py)
+                dcp_checkpoint.save(folder, done, owner, optimizer, meta, config.generators, config.keep)
+            else:
+                checkpointing.save(folder, done, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()),
+                                   config.generators, config.keep)
     if bar:
         bar.close()
     if log:
@@ -286,16 +286,21 @@ def _backward(net, loss_fn, micro, weights, total, world, autocast, device, step
 def _resume(path, model, optimizer, scheduler, config, stream):
     """Load checkpoint `path` into the run; returns (steps done, history). The data stream is moved
     past the batches already trained on BEFORE the random states are restored, so that a replayed
-    iterator's own draws cannot shift them."""
-    state, rng = checkpointing.load(path)
+    iterator's own draws cannot shift them. --strategy fsdp reads a sharded checkpoint
+    (dcp_checkpoint.py, any number of ranks), ddp the one-file one (checkpointing.py, the same number)."""
+    if config.strategy == "fsdp":
+        state, rng = dcp_checkpoint.load(path, model, optimizer)
+    else:
+        state, rng = checkpointing.load(path)
     micro = config.grad_accum * distributed.world_size()
     if state["steps"] != config.steps or state["micro_per_step"] != micro:
         raise checkpointing.CheckpointError(
             f"checkpoint {path} belongs to a run of {state['steps']} steps x {state['micro_per_step']} micro-batches "
             f"per step (grad_accum x ranks); this run has {config.steps} x {micro}: its schedule and data order "
             f"would differ")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    if config.strategy != "fsdp":
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     stream.skip(state["step"], config.steps)
     checkpointing.set_rng_state(rng, config.generators)
