@@ -61,6 +61,11 @@ def add_arguments(p):
     llava.add_argument("--lora-targets", metavar="NAMES", help="comma-separated Linear names to adapt "
                        "(default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
     llava.add_argument("--merge", action="store_true", help="with --lora-rank: save the merged full model instead")
+    llava.add_argument("--plan", action="store_true", help="with --from: print the bytes per rank this run "
+                       "would hold (weights, grads, optimizer, activations) and whether they fit; train nothing")
+    llava.add_argument("--ranks", type=int, help="--plan: the number of ranks (default: WORLD_SIZE or 1)")
+    llava.add_argument("--seq-len", type=int, default=2048, help="--plan: tokens per sequence")
+    llava.add_argument("--gpu-memory", type=float, metavar="GB", help="--plan: one GPU's memory, to say if it fits")
     llava.add_argument("--on-bad-record", choices=("skip", "fail"), default="fail",
                        help="a record that cannot be trained on: skip it (reported and counted) or stop")
 
