@@ -22,9 +22,6 @@ identically on every rank (data order, shared generators) and a fresh stream oth
 """
 import base64
 import json
-import os
-import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +30,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from . import checkpointing, distributed
-from .checkpointing import MANIFEST, CheckpointError, _fsync_write, _sha256, step_dir
+from .checkpointing import CheckpointError, _fsync_write
 
 TRAIN_STATE = "train_state.json"
 
@@ -79,29 +76,13 @@ def _write_json(path, value):
 def save(folder, step, model, optimizer, train_state: dict, generators=(), keep=3):
     """Write checkpoint `step` (every rank calls this). `model` is what the optimizer updates (the
     FSDP-sharded module, or a plain one); train_state: JSON values (step, schedule, history)."""
-    final = step_dir(folder, step)
-    tmp = final.with_name(final.name + ".tmp")
-    if distributed.is_main():
-        shutil.rmtree(tmp, ignore_errors=True)  # a write killed earlier
-        tmp.mkdir(parents=True)
-    distributed.barrier()
+    final, tmp = checkpointing.begin(folder, step)
     model_state, optim_state = get_state_dict(model, optimizer)  # DTensor shards under FSDP
     dcp.save(dict(model=model_state, optimizer=optim_state), checkpoint_id=str(tmp / "state"))
     _write_json(tmp / f"rng-rank{distributed.rank()}.json", rng_json(generators))
-    distributed.barrier()
     if distributed.is_main():
         _write_json(tmp / TRAIN_STATE, train_state)
-        files = {str(p.relative_to(tmp)): dict(bytes=p.stat().st_size, sha256=_sha256(p))
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest = dict(step=step, world_size=distributed.world_size(), format="dcp", files=files)
-        _write_json(tmp / MANIFEST, manifest)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpointing.checkpoints(folder)[:-keep] if keep else []:
-            shutil.rmtree(old)
-    distributed.barrier()
-    return final
+    return checkpointing.commit(folder, step, final, tmp, keep, format="dcp")
 
 
 def load(path, model, optimizer):
