@@ -85,7 +85,7 @@ def stream_into(folder, load_plan, tensors, mmap=False):
             tensors[key].copy_(tensors[twin])
 
 
-def load_pretrained(folder, dtype="auto", device="cpu", mmap=False):
+def load_pretrained(folder, dtype="auto", device="cpu", mmap=False, adapter=None):
     """Build the minivlm model named by config.json's architectures[0] and fill it from the folder's
     weights, in eval() mode.
 
@@ -97,6 +97,9 @@ def load_pretrained(folder, dtype="auto", device="cpu", mmap=False):
     a fraction of a second, pages read on first use) instead of being read into the process's own
     memory. Off by default: a decode step streams every weight per token, and from mapped file pages
     it ran 15-20% slower here (1.1B bf16, benchmarks/load_speed.py); the peak memory is the same.
+
+    adapter: a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors, minivlm/adapters/
+    lora.py) applied on top: its layers run base + update on the fly (lora.merge(model) folds them in).
 
     Strict: any missing, unused or mis-shaped tensor raises a CheckpointError naming every one of them
     (missing ones as the file would spell them), before any data is read.
@@ -113,4 +116,9 @@ def load_pretrained(folder, dtype="auto", device="cpu", mmap=False):
     assign(model, tensors)
     materialise_buffers(model, device)
     model.generation_config = read_generation_config(folder)  # eos / pad ids for generate()
+    if adapter is not None:
+        from minivlm.adapters.lora import load_adapter
+
+        from .names import stored_name_of
+        load_adapter(model, adapter, stored_name_of(family.keymap(config), model.state_dict()))
     return model.eval()

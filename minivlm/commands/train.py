@@ -15,6 +15,8 @@ The loop options work for every recipe but blip2 (train/loop.py's TrainConfig):
     --grad-accum K              K micro-batches of --batch-size per update
     --precision bf16            autocast the forward to bfloat16
     torchrun --nproc_per_node N -m minivlm train ...    data-parallel (DDP), gloo on CPU, nccl on GPU
+    --strategy fsdp             under torchrun: shard weights, grads and optimizer state (FSDP2)
+    --activation-checkpointing  recompute each decoder layer / tower block in backward
 """
 import argparse
 import importlib
@@ -38,9 +40,12 @@ DEFAULTS = {"clip": dict(steps=800, batch_size=32), "siglip": dict(steps=1200, b
 DATA_DEFAULTS = dict(steps=None, batch_size=8)   # llava --data: one epoch of the records, batches of 8
 # Options a recipe does not read: given, they are refused rather than silently ignored.
 DATA_OPTIONS = ("data", "images", "from_dir", "stage", "lr", "template", "on_bad_record")
-LOOP_OPTIONS = ("batch_size", "grad_accum", "precision", "save_every", "keep", "resume")
-NOT_READ = {"clip": DATA_OPTIONS, "siglip": DATA_OPTIONS, "blip": DATA_OPTIONS,
-            "blip2": DATA_OPTIONS + LOOP_OPTIONS, "llava": DATA_OPTIONS[1:]}   # llava: unless --data is given
+LOOP_OPTIONS = ("batch_size", "grad_accum", "precision", "save_every", "keep", "resume", "strategy",
+                "activation_checkpointing")
+LLAVA_OPTIONS = ("lora_rank", "lora_alpha", "lora_targets", "merge", "plan", "ranks", "seq_len", "gpu_memory")
+NOT_READ = {"clip": DATA_OPTIONS + LLAVA_OPTIONS, "siglip": DATA_OPTIONS + LLAVA_OPTIONS,
+            "blip": DATA_OPTIONS + LLAVA_OPTIONS, "blip2": DATA_OPTIONS + LOOP_OPTIONS + LLAVA_OPTIONS,
+            "llava": DATA_OPTIONS[1:]}   # llava: unless --data is given
 
 
 def noting_given(action_class):
@@ -75,6 +80,11 @@ def add_arguments(p):
     p.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints kept per stage (newest)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its --out) from its newest checkpoints, "
                                                    "with that run's settings (steps, seed, batch size ...)")
+    p.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
+                   help="under torchrun: ddp replicates the model on every rank, fsdp shards weights, gradients "
+                        "and optimizer state across them (train/fsdp.py)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each layer's activations in backward: less memory, ~1/3 more compute")
     llava = p.add_argument_group("llava on your own data (LLaVA's JSON format)")
     llava.add_argument("--data", metavar="JSON", help="conversations.json / .jsonl in LLaVA's format")
     llava.add_argument("--images", metavar="DIR", help="the folder the records' 'image' paths are relative to "
@@ -84,6 +94,17 @@ def add_arguments(p):
                        help="1: projector only (feature alignment); 2: projector + language model")
     llava.add_argument("--lr", type=float, help="with --data: learning rate (default: 2e-3 stage 1, 2e-5 stage 2)")
     llava.add_argument("--template", help="conversation template (default: plain for stage 1, vicuna_v1 for stage 2)")
+    llava.add_argument("--lora-rank", type=int, metavar="R", help="stage 2: train LoRA adapters of rank R on the LM "
+                       "instead of the LM (the run folder is a PEFT adapter folder)")
+    llava.add_argument("--lora-alpha", type=float, metavar="A", help="LoRA scaling alpha (update * A / R; default 2R)")
+    llava.add_argument("--lora-targets", metavar="NAMES", help="comma-separated Linear names to adapt "
+                       "(default q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj)")
+    llava.add_argument("--merge", action="store_true", help="with --lora-rank: save the merged full model instead")
+    llava.add_argument("--plan", action="store_true", help="with --from: print the bytes per rank this run "
+                       "would hold (weights, grads, optimizer, activations) and whether they fit; train nothing")
+    llava.add_argument("--ranks", type=int, help="--plan: the number of ranks (default: WORLD_SIZE or 1)")
+    llava.add_argument("--seq-len", type=int, default=2048, help="--plan: tokens per sequence")
+    llava.add_argument("--gpu-memory", type=float, metavar="GB", help="--plan: one GPU's memory, to say if it fits")
     llava.add_argument("--on-bad-record", choices=("skip", "fail"), default="fail",
                        help="a record that cannot be trained on: skip it (reported and counted) or stop")
 

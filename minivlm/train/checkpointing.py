@@ -73,21 +73,25 @@ def step_dir(folder, step):
     return Path(folder) / f"step-{step:08d}"
 
 
-def save(folder, step, state, generators=(), keep=3):
-    """Write checkpoint `step` under `folder` (every rank calls this: rank 0 writes state.pt and the
-    manifest, each rank its own random states). Returns the checkpoint's path."""
+def begin(folder, step):
+    """(final, tmp) paths of checkpoint `step`; rank 0 makes an empty tmp folder (every rank calls this)."""
     final = step_dir(folder, step)
     tmp = final.with_name(final.name + ".tmp")
     if distributed.is_main():
         shutil.rmtree(tmp, ignore_errors=True)  # a write killed earlier
         tmp.mkdir(parents=True)
     distributed.barrier()
-    _fsync_write(tmp / f"rng-rank{distributed.rank()}.pt", lambda f: torch.save(rng_state(generators), f))
+    return final, tmp
+
+
+def commit(folder, step, final, tmp, keep, **manifest_fields):
+    """Rank 0: the manifest of every file under tmp (sizes, sha256), then one rename makes it checkpoint
+    `step`; only the newest `keep` stay. Every rank calls this after writing its files."""
     distributed.barrier()
     if distributed.is_main():
-        _fsync_write(tmp / "state.pt", lambda f: torch.save(state, f))
-        files = {p.name: dict(bytes=p.stat().st_size, sha256=_sha256(p)) for p in sorted(tmp.iterdir())}
-        manifest = dict(step=step, world_size=distributed.world_size(), files=files)
+        files = {str(p.relative_to(tmp)): dict(bytes=p.stat().st_size, sha256=_sha256(p))
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = dict(step=step, world_size=distributed.world_size(), **manifest_fields, files=files)
         _fsync_write(tmp / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
         if final.exists():  # the same step written again (a resumed run re-saving): replace it whole
             shutil.rmtree(final)
@@ -96,6 +100,16 @@ def save(folder, step, state, generators=(), keep=3):
             shutil.rmtree(old)
     distributed.barrier()
     return final
+
+
+def save(folder, step, state, generators=(), keep=3):
+    """Write checkpoint `step` under `folder` (every rank calls this: rank 0 writes state.pt and the
+    manifest, each rank its own random states). Returns the checkpoint's path."""
+    final, tmp = begin(folder, step)
+    _fsync_write(tmp / f"rng-rank{distributed.rank()}.pt", lambda f: torch.save(rng_state(generators), f))
+    if distributed.is_main():
+        _fsync_write(tmp / "state.pt", lambda f: torch.save(state, f))
+    return commit(folder, step, final, tmp, keep)
 
 
 def checkpoints(folder):

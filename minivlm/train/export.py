@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from weights_convert.engine import template_regex
 
 
 def _inverse_transform(rule):
@@ -30,24 +29,13 @@ def _inverse_transform(rule):
 
 
 def invert(keymap, state_dict):
-    """Our state dict -> {stored key: tensor}, using the FIRST rule that produces each of our keys
-    (where a map accepts two stored forms, the first is what transformers 5 writes)."""
+    """Our state dict -> {stored key: tensor} (weights_convert.names: the first rule for each key wins)."""
+    from weights_convert.names import stored_names
     out, done = {}, set()
-    tied = set(keymap.tied)
-    for rule in keymap.rules:
-        targets = rule.targets()
-        first = template_regex(targets[0])
-        for key in state_dict:
-            m = first.match(key)
-            if m is None or key in done:
-                continue
-            groups = m.groupdict()
-            names = [t.format(**groups) for t in targets]
-            if any(n in done or n not in state_dict for n in names):
-                continue
-            out[rule.file.format(**groups)] = _inverse_transform(rule)([state_dict[n] for n in names])
-            done.update(names)
-    left = [k for k in state_dict if k not in done and k not in tied]
+    for rule, stored, names in stored_names(keymap, state_dict):
+        out[stored] = _inverse_transform(rule)([state_dict[n] for n in names])
+        done.update(names)
+    left = [k for k in state_dict if k not in done and k not in set(keymap.tied)]
     if left:
         raise ValueError(f"{len(left)} tensor(s) of the model have no rule in the key map, e.g. {left[:5]}")
     return out

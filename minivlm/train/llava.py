@@ -390,6 +390,9 @@ def run(args):
     """`python -m minivlm train llava`: --steps sets stage 2's steps; the CLIP tower comes from runs/clip
     (trained there first with the CLIP recipe when missing)."""
     options = options_from_args(args)
+    if getattr(args, "plan", False):  # bytes per rank of this run, nothing trained (plan.py)
+        from .plan import run_plan
+        return run_plan(args)
     if getattr(args, "data", None):  # your own LLaVA-format data (llava_json.py)
         from .llava_json import run as run_on_json
         return run_on_json(args, options)

@@ -109,9 +109,12 @@ def records_loss(model, dataset, collator, count=EVAL_RECORDS, batch_size=8, dev
 
 
 def train_llava_json(data, images, start, out, stage=2, steps=None, lr=None, batch_size=8, template=None,
-                     on_bad="fail", seed=0, device="cpu", progress=True, command=None, **train_options):
+                     on_bad="fail", seed=0, device="cpu", progress=True, command=None, lora_rank=None,
+                     lora_alpha=None, lora_targets=None, merge=False, **train_options):
     """Fine-tune the LLaVA in `start` on the records of `data`; returns (model, history, result).
-    images=None: the records' image paths are relative to the JSON's folder."""
+    images=None: the records' image paths are relative to the JSON's folder. lora_rank: train LoRA
+    adapters on the LM instead of the LM itself (train/lora.py); the run folder is then a PEFT adapter
+    folder, or with merge=True the merged full model."""
     import weights_convert
     start, out = Path(start), Path(out)
     if images is None and isinstance(data, (str, Path)):
@@ -139,6 +142,12 @@ def train_llava_json(data, images, start, out, stage=2, steps=None, lr=None, bat
     source = ShardedBatches(dataset, collator, batch_size, seed)
     steps = steps or max(1, source.per_epoch // (distributed.world_size() * train_options.get("grad_accum", 1)))
     trainable = freeze(model, stage)
+    if lora_rank:
+        if stage != 2:
+            raise ValueError(f"LoRA adapts the language model, which stage {stage} keeps frozen; use --stage 2")
+        from .lora import apply_lora, parse_targets
+        apply_lora(model, lora_rank, lora_alpha, parse_targets(lora_targets))
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     main = distributed.is_main()
     before = records_loss(model.to(device), dataset, collator, batch_size=batch_size, device=device) if main else None
     config = TrainConfig(steps=steps, lr=lr, device=device, progress=progress, desc=f"stage {stage}",
@@ -152,22 +161,28 @@ def train_llava_json(data, images, start, out, stage=2, steps=None, lr=None, bat
                   seconds=round(history.seconds, 1), loss_first=round(history.mean_loss(first=min(10, steps)), 4),
                   loss_last=round(history.mean_loss(last=min(10, steps)), 4),
                   records_loss=dict(records=min(EVAL_RECORDS, len(dataset)), before=before, after=after))
+    if lora_rank:
+        result.update(lora_rank=lora_rank, merged=merge)
     if main:
-        save_run(model, hf_config, start, out, history, result, bad)
+        save_run(model, hf_config, start, out, history, result, bad, lora_saved=bool(lora_rank), merge=merge)
         write_run_card(out, result, data, images, start, command)
         result["out"] = str(out)
     return model, history, result
 
 
-def save_run(model, hf_config, start, out, history, result, bad):
+def save_run(model, hf_config, start, out, history, result, bad, lora_saved=False, merge=False):
     """The HF folder (weights in transformers' names, start's config and tokenizer / processor files)
-    and the run's records."""
+    and the run's records. A LoRA run writes its PEFT adapter folder instead of the weights (unless merge)."""
     from .export import save_pretrained
     out.mkdir(parents=True, exist_ok=True)
     for f in start.iterdir():  # its tokenizer and processor files; not its weights, config or description
         if f.is_file() and f.name != "config.json" and not f.name.endswith(WEIGHT_FILES) and f.name not in DESCRIPTIONS:
             shutil.copy2(f, out / f.name)
-    save_pretrained(model, out, hf_config)
+    if lora_saved:
+        from .lora import save
+        save(model, out, hf_config, merge, base_model_name_or_path=str(start.resolve()))
+    else:
+        save_pretrained(model, out, hf_config)
     (out / "history.json").write_text(json.dumps(history.as_dict()) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bad_records.json").write_text(json.dumps([dict(id=i, problem=p) for i, p in bad], indent=1) + "\n")
@@ -212,7 +227,9 @@ def run(args, train_options):
     _, history, result = train_llava_json(args.data, args.images, args.from_dir, args.out, stage=args.stage,
                                           steps=args.steps, lr=args.lr, batch_size=args.batch_size or 8,
                                           template=args.template, on_bad=args.on_bad_record, seed=args.seed,
-                                          device=args.device, command=command_line(args), **train_options)
+                                          device=args.device, command=command_line(args), lora_rank=args.lora_rank,
+                                          lora_alpha=args.lora_alpha, lora_targets=args.lora_targets, merge=args.merge,
+                                          **train_options)
     if distributed.is_main():
         print(f"stage {result['stage']}: {result['steps']} steps on {result['records']} records "
               f"({result['bad_records']} bad, skipped), loss {result['loss_first']} -> {result['loss_last']}, "

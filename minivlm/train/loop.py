@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpointing, distributed
+from . import activation_checkpointing, checkpointing, dcp_checkpoint, distributed, fsdp
 from .batches import BatchStream
 from .progress import ProgressBar
 from .schedule import warmup_cosine
@@ -60,6 +60,10 @@ class TrainConfig:
     resume: bool = False
     generators: tuple = ()              # torch.Generators the loss_fn draws from, saved with the RNGs
     find_unused_parameters: bool = False  # DDP: parameters the forward may leave without a gradient
+    # Under torchrun: "ddp" replicates the model on every rank, "fsdp" shards weights, gradients and
+    # optimizer state across them (fsdp.py). One process: both are the plain loop.
+    strategy: str = "ddp"
+    activation_checkpointing: bool = False  # recompute each layer in backward (activation_checkpointing.py)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -75,6 +79,7 @@ class TrainConfig:
             raise ValueError(f"save_every must be at least 1, got {self.save_every}")
         if (self.save_every or self.resume) and self.checkpoint_dir is None:
             raise ValueError("save_every / resume need a checkpoint_dir")
+        fsdp.check_strategy(self.strategy)
 
     @property
     def warmup_steps(self):
@@ -95,6 +100,8 @@ class History:
     lrs: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)   # name -> list, one per step
     seconds: float = 0.0
+    # bytes this rank held after its first update: weights, grads, optimizer (fsdp.training_state_bytes)
+    memory: dict = field(default_factory=dict)
 
     def mean_loss(self, first=None, last=None):
         """Mean loss over the first or the last n steps (a single step's loss is noisy)."""
@@ -102,7 +109,7 @@ class History:
         return sum(values) / len(values)
 
     def as_dict(self):
-        return dict(losses=self.losses, lrs=self.lrs, metrics=self.metrics, seconds=self.seconds)
+        return dict(losses=self.losses, lrs=self.lrs, metrics=self.metrics, seconds=self.seconds, memory=self.memory)
 
 
 def to_device(batch, device):
@@ -134,6 +141,10 @@ def options_from_args(args):
         options["grad_accum"] = args.grad_accum
     if getattr(args, "precision", "fp32") != "fp32":
         options["precision"] = args.precision
+    if getattr(args, "strategy", "ddp") != "ddp":
+        options["strategy"] = args.strategy
+    if getattr(args, "activation_checkpointing", False):
+        options["activation_checkpointing"] = True
     if getattr(args, "save_every", None) or getattr(args, "resume", None):
         options.update(checkpoint_dir=str(Path(args.out) / "checkpoints"), save_every=args.save_every,
                        keep=getattr(args, "keep", 3), resume=bool(getattr(args, "resume", None)))
@@ -164,20 +175,27 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
     the wrapper; each rank trains on its own micro-batches (BatchStream) and only rank 0 draws the
     progress bar, writes the log and the checkpoint's model state."""
     model.to(config.device).train()
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
+    history = History()
+    world, main = distributed.world_size(), distributed.is_main()
+    # `owner` holds the parameters the optimizer updates: the model itself, or under FSDP its sharded
+    # twin (the model's own tensors are released until gather_back). `net` is what loss_fn calls.
+    sharded = fsdp.Sharded(model, config.precision) if config.strategy == "fsdp" and world > 1 else None
+    owner = sharded.net if sharded else model
+    recomputed = (activation_checkpointing.apply(fsdp.sharding_units(owner))
+                  if config.activation_checkpointing else [])
+    net = distributed.wrap(model, config.device, config.find_unused_parameters) if world > 1 and not sharded else owner
+    optimizer = torch.optim.AdamW(param_groups(owner, config.weight_decay), lr=config.lr, betas=config.betas)
     warmup = config.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, warmup, config.min_lr_ratio))
-    history = History()
-    world, main = distributed.world_size(), distributed.is_main()
-    net = distributed.wrap(model, config.device, config.find_unused_parameters) if world > 1 else model
     stream = BatchStream(batches, config.grad_accum, world, distributed.rank())
     folder, first = config.run_dir, 0
     if config.resume and checkpointing.latest(folder) is not None:
-        first, history = _resume(checkpointing.latest(folder), model, optimizer, scheduler, config, stream)
+        first, history = _resume(checkpointing.latest(folder), owner, optimizer, scheduler, config, stream)
     log = _Log(folder / "log.jsonl", history) if folder is not None and main else None
+    # bf16: autocast, except under FSDP, whose MixedPrecisionPolicy gathers bf16 weights instead
     autocast = (torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
-                if config.precision == "bf16" else nullcontext())
+                if config.precision == "bf16" and not sharded else nullcontext())
     bar = ProgressBar(config.steps, desc=config.desc, initial=first) if config.progress and main else None
     start, tokens = time.time(), 0
     began = start  # tokens/s over this process's whole run (start is reset after each checkpoint write)
@@ -189,16 +207,19 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         if total <= 0:
             raise ValueError(f"step {step}: the micro-batches' loss weights sum to {total}; nothing to train on")
         optimizer.zero_grad(set_to_none=True)
-        losses, step_metrics = _backward(net, loss_fn, micro, weights, total, world, autocast, config.device, step)
-        if world > 1 and step == first:
+        losses, step_metrics = _backward(net, loss_fn, micro, weights, total, world, autocast, config.device, step,
+                                         sync_last_only=not sharded)
+        if world > 1 and step == first and not sharded:
             distributed.check_in_sync(model)
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if config.grad_clip:  # under FSDP the norm of the sharded gradients is summed over the ranks
+            torch.nn.utils.clip_grad_norm_(owner.parameters(), config.grad_clip)
         history.lrs.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
+        if step == first:
+            history.memory = fsdp.training_state_bytes(owner.parameters(), optimizer)
         if after_step is not None:
-            after_step(model, step)
+            after_step(owner, step)
         if len(losses) == 1 and world == 1:
             history.losses.append(losses[0])
         else:  # the weighted mean over every rank's micro-batches: the loss of the whole update
@@ -218,14 +239,20 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
         if config.save_every and (done % config.save_every == 0 or done == config.steps):
             history.seconds += time.time() - start
             start = time.time()
-            checkpointing.save(folder, done, dict(
-                step=done, steps=config.steps, micro_per_step=config.grad_accum * world, model=model.state_dict(),
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), history=history.as_dict()),
-                config.generators, config.keep)
+            meta = dict(step=done, steps=config.steps, micro_per_step=config.grad_accum * world,
+                        scheduler=scheduler.state_dict(), history=history.as_dict())
+            if config.strategy == "fsdp":  # sharded, every rank its own file (dcp_checkpoint.py)
+                dcp_checkpoint.save(folder, done, owner, optimizer, meta, config.generators, config.keep)
+            else:
+                checkpointing.save(folder, done, dict(meta, model=model.state_dict(), optimizer=optimizer.state_dict()),
+                                   config.generators, config.keep)
     if bar:
         bar.close()
     if log:
         log.file.close()
+    activation_checkpointing.remove(recomputed)
+    if sharded:
+        sharded.gather_back()
     history.seconds += time.time() - start
     if config.progress and main and len(history.losses) >= 2:
         n = max(1, min(10, len(history.losses) // 2))
@@ -235,14 +262,15 @@ def train(model, batches, loss_fn, config: TrainConfig, after_step=None):
     return history
 
 
-def _backward(net, loss_fn, micro, weights, total, world, autocast, device, step):
+def _backward(net, loss_fn, micro, weights, total, world, autocast, device, step, sync_last_only=True):
     """Forward + backward of this rank's micro-batches, gradients summed in .grad; returns their losses
     and metrics. DDP averages gradients over the W ranks at the last micro-batch's backward only
     (no_sync before it): scaling each loss by W * weight / total makes that average the weighted mean
-    over all ranks' micro-batches, the gradient of one big batch."""
+    over all ranks' micro-batches, the gradient of one big batch. FSDP (sync_last_only=False) averages
+    at every micro-batch's backward, into sharded gradients: the sum of averages is the same."""
     losses, metrics_seen = [], {}
     for m, (batch, weight) in enumerate(zip(micro, weights)):
-        with net.no_sync() if world > 1 and m < len(micro) - 1 else nullcontext():
+        with net.no_sync() if world > 1 and sync_last_only and m < len(micro) - 1 else nullcontext():
             with autocast:
                 out = loss_fn(net, to_device(batch, device))
             loss, metrics = out if isinstance(out, tuple) else (out, {})
@@ -259,8 +287,12 @@ def _backward(net, loss_fn, micro, weights, total, world, autocast, device, step
 def _resume(path, model, optimizer, scheduler, config, stream):
     """Load checkpoint `path` into the run; returns (steps done, history). The data stream is moved
     past the batches already trained on BEFORE the random states are restored, so that a replayed
-    iterator's own draws cannot shift them."""
-    state, rng = checkpointing.load(path)
+    iterator's own draws cannot shift them. --strategy fsdp reads a sharded checkpoint
+    (dcp_checkpoint.py, any number of ranks), ddp the one-file one (checkpointing.py, the same number)."""
+    if config.strategy == "fsdp":
+        state, rng = dcp_checkpoint.load(path, model, optimizer)
+    else:
+        state, rng = checkpointing.load(path)
     micro = config.grad_accum * distributed.world_size()
     if state["steps"] != config.steps or state["micro_per_step"] != micro:
         raise checkpointing.CheckpointError(
@@ -271,8 +303,9 @@ def _resume(path, model, optimizer, scheduler, config, stream):
     if distributed.is_main() and config.progress:
         print(f"{config.desc}: resuming from step {state['step']} of {config.steps} (checkpoint {path})",
               file=sys.stderr, flush=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    if config.strategy != "fsdp":  # FSDP's sharded state is read by dcp_checkpoint, rank by rank
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     stream.skip(state["step"], config.steps)
     checkpointing.set_rng_state(rng, config.generators)

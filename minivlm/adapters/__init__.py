@@ -1,0 +1,1 @@
+"""Parameter-efficient adapters on a loaded model (LoRA), in PEFT's file format."""
