@@ -45,7 +45,7 @@ LOOP_OPTIONS = ("batch_size", "grad_accum", "precision", "save_every", "keep", "
 LLAVA_OPTIONS = ("lora_rank", "lora_alpha", "lora_targets", "merge", "plan", "ranks", "seq_len", "gpu_memory")
 NOT_READ = {"clip": DATA_OPTIONS + LLAVA_OPTIONS, "siglip": DATA_OPTIONS + LLAVA_OPTIONS,
             "blip": DATA_OPTIONS + LLAVA_OPTIONS, "blip2": DATA_OPTIONS + LOOP_OPTIONS + LLAVA_OPTIONS,
-            "llava": DATA_OPTIONS[1:]}   # llava: unless --data is given
+            "llava": DATA_OPTIONS[1:]}   # llava: unless --data (or --plan) is given
 
 
 def noting_given(action_class):
@@ -112,7 +112,8 @@ def add_arguments(p):
 def check_options(args, given):
     """Refuse the options this recipe would not read, and numbers that cannot be right."""
     from minivlm.train.settings import flag
-    unread = [k for k in NOT_READ[args.model] if k in given and not (args.model == "llava" and args.data)]
+    # llava reads the --data options with --data, and --plan reads --from, --stage and the LoRA options
+    unread = [k for k in NOT_READ[args.model] if k in given and not (args.model == "llava" and (args.data or args.plan))]
     if unread:
         what = ("options of `train llava --data`" if set(unread) <= set(DATA_OPTIONS)
                 else "options this recipe does not read")
