@@ -15,7 +15,7 @@ from minivlm.train.blip2 import (RECIPE, STAGE2_PARTS, build_stage1, freeze_part
 from minivlm.train.dual_encoder import make_processor, pairs
 from minivlm.train.llava import CHAT, exchange_records, llava_loss, materialise, random_batches
 from minivlm.train.loop import TrainConfig, train
-from minivlm.trace import write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import write_tiny_tokenizer
 from minivlm.vision import VisionTransformer
 from minivlm.text.llama import LlamaForCausalLM
 

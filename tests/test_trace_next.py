@@ -1,4 +1,4 @@
-"""The anyres trace (minivlm/trace_next.py): `python -m minivlm trace --model llava_next_siglip`
+"""The anyres trace (minivlm/trace/llava_next.py): `python -m minivlm trace --model llava_next_siglip`
 reproduces the seed's example stage by stage against transformers, and `--checkpoint` follows a
 LLaVA-OneVision folder (the shrink stage included)."""
 import json
@@ -9,7 +9,7 @@ from PIL import Image
 
 from minivlm.parity.harness import build_seeded
 from minivlm.parity.llava_onevision import build_reference
-from minivlm.trace import tiny_vocabulary, write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import tiny_vocabulary, write_tiny_tokenizer
 from trace_checks import run_trace
 
 pytest.importorskip("transformers")

@@ -14,7 +14,7 @@ Data goes the way a real LLaVA run's does: LLaVA-JSON records (data/llava_datase
 `shapes_records`) -> LlavaDataset (template, label mask checked at every reply boundary, HF's
 expanded <image> convention) -> LlavaCollator -> the model's own loss.
 
-Tokenizer: the character-level Llama-2-style tokenizer of trace.py (tokenizer.json written in code,
+Tokenizer: the character-level Llama-2-style tokenizer of processing/tiny_tokenizer.py (tokenizer.json written in code,
 read by weights_convert.load_tokenizer). The word-level ShapesTokenizer cannot say "USER:", "." or
 "</s>", which every conversation template needs; the character one can say anything, so the dataset,
 the templates and the label checks run unchanged. The price: ~60 tokens per exchange instead of ~12.
@@ -45,7 +45,7 @@ from ..models.llava import LlavaConfig, LlavaForConditionalGeneration, freeze
 from ..models.llava_splice import expand_image_tokens, tokenizer_image_token
 from ..processing.conversation import DEFAULT_IMAGE_TOKEN, Template, render
 from ..text.llama_config import LlamaConfig
-from ..trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
+from ..processing.tiny_tokenizer import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from .dual_encoder import EVAL_START, load_vision_tower, train_dual_encoder
 from . import distributed
 from .loop import TrainConfig, options_from_args, train, trained_tokens
@@ -104,7 +104,7 @@ def clip_tower(clip_run, clip_steps=None, progress=True):
 
 def build_llava(tower, vocab_size, lm=TINY_LM, seed=0, feature_layer=-2, select="default"):
     """A LLaVA around a trained tower: new projector, new tiny Llama speaking the character vocabulary.
-    The <image> and <pad> ids are the two added tokens after the vocabulary (trace.ADDED)."""
+    The <image> and <pad> ids are the two added tokens after the vocabulary (processing.tiny_tokenizer.ADDED)."""
     torch.manual_seed(seed)
     base = len(tiny_vocabulary())
     image_id, pad_id = base + ADDED.index("<image>"), base + ADDED.index("<pad>")

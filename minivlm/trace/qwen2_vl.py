@@ -6,11 +6,12 @@
       (3, 1, L) -> merged embeddings -> decoder -> logits -> generated tokens
 
 `trace_qwen2_vl` records minivlm's stages, `reference_qwen2_vl` the same stages from transformers'
-Qwen2VLForConditionalGeneration and Qwen2VLImageProcessorPil; trace.compare puts max |diff| beside
-each. `python -m minivlm trace --model qwen2_vl` and notebooks/09_qwen2_vl.ipynb sit on these.
+Qwen2VLForConditionalGeneration (or Qwen2.5-VL's) and Qwen2VLImageProcessorPil, the encoder layers
+read with hooks on its blocks; stage.compare puts max |diff| beside each. `python -m minivlm trace
+--model qwen2_vl` (qwen2_5_vl) and notebooks/09_qwen2_vl.ipynb sit on these.
 
 The default needs no download: a tiny Qwen2-VL built from a config with a fixed seed (random weights:
-its words are noise), the tiny character tokenizer of trace.py with Qwen's special tokens added, and
+its words are noise), the tiny character tokenizer with Qwen's special tokens added, and
 a processor with Qwen2-VL's real patch sizes but a small max_pixels.
 """
 import json
@@ -18,9 +19,16 @@ from pathlib import Path
 
 import torch
 
-from .processing.image import load_image
-from .trace import DEFAULT_QUESTION, Stage, default_image, image_stages, tiny_vocabulary, write_tiny_tokenizer
+from ..processing.image import load_image
+from ..processing.tiny_tokenizer import added_token_ids, write_tiny_tokenizer
+from .capture import input_of, outputs_of
+from .families import Sample
+from .inputs import default_image, image_stages
+from .llava import DEFAULT_QUESTION
+from .stage import Stage, shape, token_view
 
+TITLE = "Qwen2-VL"
+SHIPPED = {}
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
 ADDED = [VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, "<|im_start|>", "<|im_end|>", "<pad>"]
 MAX_PIXELS = 28 * 28 * 64   # the default processor: at most 64 LM tokens per image
@@ -32,14 +40,21 @@ def chat_prompt(question, n_image_tokens):
     return f"<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def tiny_config(vocab_size):
-    ids = {t: len(tiny_vocabulary()) + i for i, t in enumerate(ADDED)}
+def tiny_config(vocab_size, version="2"):
+    """A tiny Qwen2-VL (or Qwen2.5-VL: RMSNorm + SwiGLU tower, 2 x 2-token windows but on layer 1) as
+    an HF config dict, with Qwen2-VL's real patch sizes."""
+    ids = added_token_ids(ADDED)
+    vision = {"depth": 3, "embed_dim": 64, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    if version == "2.5":
+        vision = {"depth": 3, "hidden_size": 64, "out_hidden_size": 64, "intermediate_size": 96, "num_heads": 4,
+                  "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                  "fullatt_block_indexes": [1], "tokens_per_second": 2}
     return {
-        "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl",
+        "architectures": ["Qwen2VLForConditionalGeneration" if version == "2" else "Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_vl" if version == "2" else "qwen2_5_vl",
         "image_token_id": ids[IMAGE_PAD], "video_token_id": ids[VIDEO_PAD], "vision_start_token_id": ids[VISION_START],
-        "vision_end_token_id": ids[VISION_END],
-        "vision_config": {"depth": 3, "embed_dim": 64, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
-                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        "vision_end_token_id": ids[VISION_END], "vision_config": vision,
         "text_config": {"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                         "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
                         "initializer_range": 0.1, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": ids["<pad>"],
@@ -47,28 +62,20 @@ def tiny_config(vocab_size):
     }
 
 
-def build_default(folder, seed=0):
-    """Write the tiny Qwen2-VL folder (config, weights, tokenizer, preprocessor); returns HF's model."""
-    import transformers
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = tiny_config(write_tiny_tokenizer(folder, ADDED))
-    torch.manual_seed(seed)
-    reference = transformers.Qwen2VLForConditionalGeneration(transformers.Qwen2VLConfig(**{
-        k: v for k, v in config.items() if k != "architectures"})).eval()
-    reference.save_pretrained(folder)
-    transformers.Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=MAX_PIXELS).save_pretrained(folder)
-    return reference
+def write_tiny(folder, variant="2") -> dict:
+    """The tokenizer with Qwen's special tokens and Qwen2-VL's image processor with a small max_pixels."""
+    config = tiny_config(write_tiny_tokenizer(folder, ADDED), variant)
+    processor = {"image_processor_type": "Qwen2VLImageProcessor", "do_resize": True, "resample": 3,
+                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                 "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+                 "do_convert_rgb": True, "size": {"shortest_edge": 28 * 28 * 4, "longest_edge": MAX_PIXELS},
+                 "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+    (Path(folder) / "preprocessor_config.json").write_text(json.dumps(processor))
+    return config
 
 
-def load_default(folder, seed=0):
-    """(ours, processor, tokenizer, reference) for the tiny default, built in `folder`."""
-    import weights_convert
-    reference = build_default(folder, seed)
-    return (weights_convert.load_pretrained(folder), weights_convert.load_image_processor(folder),
-            weights_convert.load_tokenizer(folder), reference)
+def sample(variant, image=None, prompt=None, shipped=False) -> Sample:
+    return Sample(image, None, prompt)
 
 
 def position_note(positions, ids, image_token_id):
@@ -95,51 +102,47 @@ def trace_qwen2_vl(model, processor, tokenizer, image=None, prompt=None, max_new
     batch = processor(rgb)
     pixel_values, grid = batch["pixel_values"].to(device, dtype), batch["image_grid_thw"].to(device)
     t, h, w = grid[0].tolist()
-    stages.append(Stage("pixel_values", pixel_values, _shape(pixel_values),
+    stages.append(Stage("pixel_values", pixel_values, shape(pixel_values),
                         f"grid t x h x w = {t}x{h}x{w} patches of 3x{processor.temporal_patch_size}x"
                         f"{processor.patch_size}x{processor.patch_size} (the image twice in time)",
                         extra={"grid": (t, h, w)}))
     embedded = tower.patch_embed(pixel_values)
-    stages.append(Stage("patch embedding", embedded, _shape(embedded), "Conv3d = one Linear per patch; no position table"))
+    stages.append(Stage("patch embedding", embedded, shape(embedded), "Conv3d = one Linear per patch; no position table"))
     hidden = tower.forward_packed(pixel_values, grid, output_hidden_states=True)
     for i, state in enumerate(hidden.hidden_states[1:], 1):
-        stages.append(Stage(f"encoder layer {i}", state[0], _shape(state[0]), "2-D RoPE (row, col) in attention"))
+        stages.append(Stage(f"encoder layer {i}", state[0], shape(state[0]), "2-D RoPE (row, col) in attention"))
     merged_tokens = hidden.pooler_output
     m = cfg.vision_config.spatial_merge_size
-    stages.append(Stage("patch merger", merged_tokens, _shape(merged_tokens),
+    stages.append(Stage("patch merger", merged_tokens, shape(merged_tokens),
                         f"{m}x{m} neighbours -> 1: {h}x{w} patches -> {h // m}x{w // m} LM tokens"))
     text = chat_prompt(prompt or DEFAULT_QUESTION, merged_tokens.shape[0])
     ids = torch.tensor([tokenizer.encode(text)], device=device)
     n_image = int((ids == cfg.image_token_id).sum())
-    stages.append(Stage("prompt tokens", ids, _shape(ids), f"{n_image} {IMAGE_PAD} + {ids.shape[1] - n_image} text",
-                        extra={"image_token_id": cfg.image_token_id}))
+    stages.append(Stage("prompt tokens", ids, shape(ids), f"{n_image} {IMAGE_PAD} + {ids.shape[1] - n_image} text: "
+                        + token_view(ids[0], tokenizer, {cfg.image_token_id}),
+                        extra={"placeholder": cfg.image_token_id}, ids=True))
     positions = model.position_ids(ids, image_grid_thw=grid)  # (3, 1, L)
-    stages.append(Stage("M-RoPE positions", positions, _shape(positions), position_note(positions, ids, cfg.image_token_id)))
+    stages.append(Stage("M-RoPE positions", positions, shape(positions), position_note(positions, ids, cfg.image_token_id)))
     embeds = model.embed(ids, pixel_values, grid)
-    stages.append(Stage("merged embeddings", embeds, _shape(embeds), f"features written at the {IMAGE_PAD} positions"))
+    stages.append(Stage("merged embeddings", embeds, shape(embeds), f"features written at the {IMAGE_PAD} positions"))
     body = model.language_model.model(inputs_embeds=embeds, position_ids=positions).last_hidden_state
-    stages.append(Stage("decoder", body, _shape(body), f"{cfg.text_config.num_hidden_layers} Qwen2 layers, M-RoPE "
+    stages.append(Stage("decoder", body, shape(body), f"{cfg.text_config.num_hidden_layers} Qwen2 layers, M-RoPE "
                                                       f"sections {cfg.text_config.rope_parameters['mrope_section']}"))
     logits = model.language_model.lm_head(body)
     top = tokenizer.convert_ids_to_tokens(logits[0, -1].float().topk(5).indices.tolist())
-    stages.append(Stage("logits", logits, _shape(logits), f"next token {top[0]!r}", extra={"top_tokens": top}))
+    stages.append(Stage("logits", logits, shape(logits), f"next token {top[0]!r}", extra={"top_tokens": top}))
     generated = model.generate(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid,
                                max_new_tokens=max_new_tokens)
     new = generated[0, ids.shape[1]:]
-    stages.append(Stage("generated tokens", new, f"{len(new)} new", repr(tokenizer.decode(new))))
+    stages.append(Stage("generated tokens", new, f"{len(new)} new", repr(tokenizer.decode(new)), ids=True))
     return stages
-
-
-def _shape(t):
-    return str(tuple(t.shape))
 
 
 @torch.no_grad()
 def reference_qwen2_vl(reference, folder, image=None, prompt=None, max_new_tokens=8):
     """The same stages from transformers' model, image processor and tokenizer (read from `folder`)."""
     import transformers
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    proc = Qwen2VLImageProcessorPil.from_pretrained(folder)
+    proc = transformers.Qwen2VLImageProcessorPil.from_pretrained(folder)
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     rgb = load_image(image if image is not None else default_image())
     batch = proc(rgb, return_tensors="pt")
@@ -147,13 +150,8 @@ def reference_qwen2_vl(reference, folder, image=None, prompt=None, max_new_token
     pv, grid = batch["pixel_values"].to(device, dtype), batch["image_grid_thw"].to(device)
     cfg, visual = reference.config, reference.model.visual
     out = {"pixel_values": pv, "patch embedding": visual.patch_embed(pv)}
-    captured = []
-    hooks = [block.register_forward_hook(lambda mod, args, result: captured.append(result)) for block in visual.blocks]
-    try:
+    with outputs_of(visual.blocks) as captured:
         out["patch merger"] = visual(pv, grid_thw=grid).pooler_output
-    finally:
-        for hook in hooks:
-            hook.remove()
     out.update({f"encoder layer {i}": state for i, state in enumerate(captured, 1)})
     n = out["patch merger"].shape[0]
     ids = torch.tensor([tok(chat_prompt(prompt or DEFAULT_QUESTION, n)).input_ids], device=device)
@@ -161,49 +159,20 @@ def reference_qwen2_vl(reference, folder, image=None, prompt=None, max_new_token
     out["prompt tokens"] = ids
     out["M-RoPE positions"] = reference.model.get_rope_index(ids, types, image_grid_thw=grid)[0]
     inputs = dict(input_ids=ids, pixel_values=pv, image_grid_thw=grid, mm_token_type_ids=types)
-    seen = {}
-    hook = reference.model.language_model.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True)
-    try:
+    with input_of(reference.model.language_model) as seen:
         out["decoder"] = reference.model(**inputs).last_hidden_state
-    finally:
-        hook.remove()
-    out["merged embeddings"] = seen["embeds"]
+    out["merged embeddings"] = seen["inputs_embeds"]
     out["logits"] = reference(**inputs).logits
     generated = reference.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     out["generated tokens"] = generated[0, ids.shape[1]:]
     return out
 
 
-def run(args, with_reference, scratch):
-    """The CLI's Qwen2-VL path: (stages, source description, reference-or-None)."""
-    from .trace import compare, load_folder
-    dtype = getattr(torch, args.dtype)
-    if args.checkpoint:
-        folder = args.checkpoint
-        ours, processor, tokenizer, reference = load_folder(folder, dtype, args.device, with_reference)
-        source = f"checkpoint {folder}"
-    else:
-        if not with_reference:
-            raise SystemExit("trace --model qwen2_vl builds its tiny default with transformers; install it "
-                             "(pip install -e '.[dev]') or pass --checkpoint")
-        folder = scratch
-        ours, processor, tokenizer, reference = load_default(folder, args.seed)
-        ours = ours.to(args.device, dtype)
-        source = f"tiny Qwen2-VL (seed {args.seed}, random weights) built from a config"
-    if reference is not None:
-        reference = reference.to(args.device, dtype)
-    stages = trace_qwen2_vl(ours, processor, tokenizer, args.image, args.prompt, args.max_new_tokens)
-    if reference is not None:
-        compare(stages, reference_qwen2_vl(reference, folder, args.image, args.prompt, args.max_new_tokens))
-    return stages, source, reference
+def trace(loaded, sample, max_new_tokens=8):
+    import weights_convert
+    processor, tokenizer = weights_convert.load_image_processor(loaded.folder), weights_convert.load_tokenizer(loaded.folder)
+    return trace_qwen2_vl(loaded.ours, processor, tokenizer, sample.image, sample.prompt, max_new_tokens)
 
 
-def is_qwen2_vl(folder):
-    """Whether a checkpoint folder's config.json names Qwen2-VL or Qwen2.5-VL."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return False
-    archs = json.loads(path.read_text()).get("architectures") or []
-    return bool(archs) and archs[0] in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-
+def reference(loaded, sample, max_new_tokens=8, stages=None):
+    return reference_qwen2_vl(loaded.reference, loaded.folder, sample.image, sample.prompt, max_new_tokens)

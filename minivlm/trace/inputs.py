@@ -1,0 +1,44 @@
+"""What every trace starts from: the image as read and as RGB, and the prompt with its placeholders.
+
+The prompt path: until minivlm has a whole processor (image processor + tokenizer + chat template,
+weights_convert.load_processor), a trace writes HF's prompt itself and expands each image
+placeholder to one token per feature here, in `expand_placeholders`, the one place that does it.
+"""
+from pathlib import Path
+
+from ..processing.image import load_image
+from .stage import Stage
+
+
+def default_image():
+    """matplotlib's grace_hopper.jpg when matplotlib is installed, else a shapes-world scene (PIL)."""
+    try:
+        from matplotlib import cbook
+        return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    except Exception:  # matplotlib missing, or an install without sample data
+        from ..data.shapes import ShapesWorld
+        return ShapesWorld(image_size=96).scene(0).image
+
+
+def image_name(source, name=None) -> str:
+    """How the table names an image: its file name, or `name` for an in-memory one."""
+    return name or (Path(source).name if isinstance(source, (str, Path)) else type(source).__name__)
+
+
+def image_stages(processor, image=None, name=None):
+    """Every image trace's first two stages, the file as read and the RGB image: (stages, RGB image)."""
+    source = image if image is not None else default_image()
+    raw = load_image(source)
+    rgb = processor.prepare(raw)
+    return [Stage("image file", raw, f"{raw.width}x{raw.height} {raw.mode}", image_name(source, name)),
+            Stage("RGB", rgb, f"{rgb.width}x{rgb.height} RGB", "converted" if raw.mode != "RGB" else "already RGB")], rgb
+
+
+def expand_placeholders(text: str, placeholder: str, counts) -> str:
+    """HF's processors: the i-th `placeholder` in the text becomes counts[i] copies of itself (one per
+    feature the model writes there), before tokenizing."""
+    counts = [counts] if isinstance(counts, int) else list(counts)
+    pieces = text.split(placeholder)
+    if len(pieces) - 1 != len(counts):
+        raise ValueError(f"the prompt holds {len(pieces) - 1} {placeholder} but {len(counts)} images were given")
+    return pieces[0] + "".join(placeholder * n + rest for n, rest in zip(counts, pieces[1:]))
