@@ -64,6 +64,10 @@ class ShapesTokenizer:
         ids = [self.ids[w] for w in self.words(text)]
         return [self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids
 
+    def convert_ids_to_tokens(self, ids):
+        """HF's name: each id's token (a word, or <pad> <bos> <eos> [DEC] ...)."""
+        return [self.vocab[i] if i < len(self.vocab) else f"[{i}]" for i in ids]
+
     def decode(self, ids, skip_special_tokens=True):
         if torch.is_tensor(ids):
             ids = ids.tolist()

@@ -42,3 +42,25 @@ def expand_placeholders(text: str, placeholder: str, counts) -> str:
     if len(pieces) - 1 != len(counts):
         raise ValueError(f"the prompt holds {len(pieces) - 1} {placeholder} but {len(counts)} images were given")
     return pieces[0] + "".join(placeholder * n + rest for n, rest in zip(counts, pieces[1:]))
+
+
+def tokenize(tokenizer, texts) -> dict:
+    """{"input_ids", "attention_mask"} (B, L) tensors from any of minivlm's tokenizers or HF's:
+    several texts padded on the tokenizer's own side."""
+    import torch
+    try:
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+    except TypeError:  # the shapes tokenizers: tensors always, padded to the longest
+        batch = tokenizer(texts)
+    return {k: torch.as_tensor(batch[k]) for k in ("input_ids", "attention_mask")}
+
+
+def hf_tokenizer(folder):
+    """transformers' tokenizer of the class tokenizer_config.json names. (AutoTokenizer would pick
+    Qwen2Tokenizer for any folder whose config.json says model_type qwen2, whatever that file names,
+    and the tiny defaults speak a LLaMA-style tokenizer.)"""
+    import json
+    import transformers
+    config = json.loads((Path(folder) / "tokenizer_config.json").read_text())
+    cls = getattr(transformers, config.get("tokenizer_class") or "AutoTokenizer", transformers.AutoTokenizer)
+    return cls.from_pretrained(folder)

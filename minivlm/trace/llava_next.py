@@ -38,7 +38,7 @@ from .inputs import default_image
 from .llava import expand_prompt, full_prompt
 from .stage import Stage, shape, token_view
 
-TITLE = "LLaVA-NeXT"
+TITLE = {"clip": "LLaVA-NeXT", "siglip": "LLaVA-NeXT", "onevision": "LLaVA-OneVision"}
 SHIPPED = {}
 SEED_SIZE = (27, 104)                     # (height, width) of the seed's image
 TILE, PATCH = 384, 16                     # SigLIP at 384 px, 24 x 24 patches a tile

@@ -2,8 +2,11 @@
 
     images (the file, the resized one, tiles)  -> the pictures
     encoder layers                              -> one panel: mean feature norm per layer
-    features (.., N, D)                         -> norm per token: a heat map when N is a square grid,
-                                                   bars coloured by placeholder vs text otherwise
+    pixel_values (.., 3, H, W)                  -> what the model sees (rescaled to [0, 1])
+    one vector, one row of scores               -> its values
+    features (.., N, D)                         -> norm per token: a heat map when N (or N - 1, a
+                                                   [CLS] in front) is a square grid, bars coloured
+                                                   by placeholder vs text for a prompt
     logits                                      -> the next-token distribution (top 10)
     ids                                         -> the tokens as text
 """
@@ -41,11 +44,18 @@ def _panels(stages):
             panels.append(("text", f"{i}. {s.name}", s.note))
         elif torch.is_tensor(value) and value.is_floating_point() and s.name == "logits":
             panels.append(("logits", title, (value, s.extra.get("top_tokens"))))
+        elif torch.is_tensor(value) and value.is_floating_point() and value.dim() >= 4 and value.shape[-3] == 3:
+            pixels = value.reshape(-1, *value.shape[-3:])[0].float().cpu()
+            pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min() + 1e-12)
+            panels.append(("image", title, pixels.permute(1, 2, 0).numpy()))
+        elif torch.is_tensor(value) and value.is_floating_point() and (value.dim() == 1 or value.shape[-2] == 1):
+            panels.append(("values", title, value.reshape(-1).float().cpu()))
         elif torch.is_tensor(value) and value.is_floating_point() and value.dim() >= 2:
             mask = None
             if prompt is not None and placeholder is not None and value.dim() == 3 and value.shape[1] == prompt.value.shape[1]:
                 mask = (prompt.value[0] == placeholder).cpu()
-            panels.append(("norms", title, (_features(value), mask)))
+            grid = "text" not in s.name and "decoder" not in s.name  # token rows of a text are no grid
+            panels.append(("norms", title, (_features(value), mask, grid)))
     return panels[:MAX_PANELS]
 
 
@@ -70,10 +80,10 @@ def plot_stages(stages, path=None, title=None):
             ax.plot(range(len(norms)), norms, marker="o")
             ax.set_xlabel("layer")
         elif kind == "norms":
-            norms, mask = payload
+            norms, mask, grid = payload
             side = math.isqrt(len(norms))
-            if mask is None and side > 1 and side * side == len(norms):      # a patch grid
-                im = ax.imshow(norms.reshape(side, side).numpy(), cmap="viridis")
+            if mask is None and grid and side >= 3 and side * side in (len(norms), len(norms) - 1):  # patches
+                im = ax.imshow(norms[-side * side:].reshape(side, side).numpy(), cmap="viridis")
                 fig.colorbar(im, ax=ax, fraction=0.046)
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -83,6 +93,12 @@ def plot_stages(stages, path=None, title=None):
             else:
                 ax.plot(norms.numpy())
                 ax.set_xlabel("token")
+        elif kind == "values":
+            if len(payload) <= 64:
+                ax.bar(range(len(payload)), payload.numpy())
+            else:
+                ax.plot(payload.numpy())
+            ax.set_xlabel("index")
         elif kind == "logits":
             logits, names = payload
             probs = logits.reshape(-1, logits.shape[-1])[-1].float().softmax(-1).cpu()

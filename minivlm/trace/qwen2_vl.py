@@ -27,7 +27,7 @@ from .inputs import default_image, image_stages
 from .llava import DEFAULT_QUESTION
 from .stage import Stage, shape, token_view
 
-TITLE = "Qwen2-VL"
+TITLE = {"2": "Qwen2-VL", "2.5": "Qwen2.5-VL"}
 SHIPPED = {}
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
 ADDED = [VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, "<|im_start|>", "<|im_end|>", "<pad>"]

@@ -35,24 +35,25 @@ def trace(args, with_reference: bool, scratch: str):
     from .. import pretrained
     model = choose_model(args)
     module, variant = family(model)
+    title = module.TITLE[variant] if isinstance(module.TITLE, dict) else module.TITLE
     dtype = getattr(torch, args.dtype)
     shipped = module.SHIPPED.get(variant) if not (args.random or args.checkpoint) else None
     if args.checkpoint or shipped:
         folder = args.checkpoint or pretrained.path(shipped)
         loaded = load_folder(folder, dtype, args.device, with_reference, variant)
         source = (f"checkpoint {folder}" if args.checkpoint else
-                  f"{shipped}, the tiny {module.TITLE} trained on the shapes world (minivlm/pretrained/{shipped})")
+                  f"{shipped}, the tiny {title} trained on the shapes world (minivlm/pretrained/{shipped})")
     else:
         loaded = load_default(model, scratch, args.seed, with_reference)
         loaded.ours = loaded.ours.to(args.device, dtype)
         if loaded.reference is not None:
             loaded.reference = loaded.reference.to(args.device, dtype)
-        source = f"tiny {module.TITLE} (seed {args.seed}, random weights) built from a config"
+        source = f"tiny {title} (seed {args.seed}, random weights) built from a config"
     sample = module.sample(variant, args.image, args.prompt, shipped=bool(shipped))
     stages = module.trace(loaded, sample, args.max_new_tokens)
     if loaded.reference is not None:
         compare(stages, module.reference(loaded, sample, args.max_new_tokens, stages))
-    return stages, f"{module.TITLE} trace: {source}, {args.device} {args.dtype}", sample, loaded.reference
+    return stages, f"{title} trace: {source}, {args.device} {args.dtype}", sample, loaded.reference
 
 
 def answer_line(stages, sample) -> str | None:
