@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..data.shapes import COLORS, SHAPES, ShapesWorld
-from ..data.shapes_tokenizer import ShapesTokenizer
+from ..data.shapes_tokenizer import BlipShapesTokenizer, ShapesTokenizer
 from ..models.blip import (BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval,
                            BlipForQuestionAnswering, blip_vision_config)
 from ..models.blip_pretrain import BlipForPretraining
@@ -41,28 +41,6 @@ EVAL_START = 10**9   # scene indices for evaluation: far from any training index
 TINY = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp=128, embed_dim=64)
 RECIPE = dict(lr=2e-3, batch_size=24, steps=1000)
 WHERE = ("left", "right", "middle")
-
-
-class BlipShapesTokenizer(ShapesTokenizer):
-    """The shapes tokenizer plus BLIP's [DEC] and [ENC] (ids V and V + 1). <bos> = [CLS], <eos> = [SEP]."""
-
-    def __init__(self, max_length=16):
-        super().__init__(max_length=max_length)
-        self.dec_token_id, self.enc_token_id = len(self.vocab), len(self.vocab) + 1
-
-    @property
-    def vocab_size(self):
-        return len(self.vocab) + 2
-
-    def __len__(self):
-        return self.vocab_size
-
-    def decode(self, ids, skip_special_tokens=True):
-        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
-        special = (self.dec_token_id, self.enc_token_id)
-        if not skip_special_tokens and any(i in special for i in ids):
-            raise ValueError("[DEC] / [ENC] have no text; decode with skip_special_tokens=True")
-        return super().decode([i for i in ids if i not in special], skip_special_tokens)
 
 
 def tiny_config(tokenizer, size=TINY, label_smoothing=0.1):
