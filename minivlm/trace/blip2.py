@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..processing.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, load_image
-from ..processing.tiny_tokenizer import ADDED, added_token_ids, write_tiny_tokenizer
+from ..processing.tiny_tokenizer import added_token_ids, write_tiny_tokenizer
 from .capture import input_of
 from .families import Sample
 from .inputs import default_image, hf_tokenizer, image_stages, tokenize

@@ -30,7 +30,7 @@ from ..models.llava import freeze
 from ..processing.conversation import render
 from . import distributed
 from .batches import ShardedBatches
-from .llava import llava_loss
+from .llava_loss import llava_loss
 from .loop import TrainConfig, train, trained_tokens
 from .plot import save_loss_curve
 
