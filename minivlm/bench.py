@@ -25,6 +25,7 @@ import torch
 
 from .blocks.fused import fuse_projections
 from .fast import CompiledDecoder, quantize_int8
+from .fast.cpu import cpu_info, cpu_summary, matvec_route_ok
 from .generation import generate
 
 SMOLLM = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -204,6 +205,15 @@ def matvecs_alone(model, batch, new_tokens, device):
     return run
 
 
+def matvec_routes(model):
+    """'; torch.mv for 3 of 7 shapes': how many distinct one-row linear shapes of `model` this CPU's
+    probe (fast/cpu.py) sends to torch.mv instead of F.linear."""
+    shapes = {(m.weight.dtype, *m.weight.shape, m.bias is not None): m for m in model.modules()
+              if isinstance(m, torch.nn.Linear)}
+    routed = sum(matvec_route_ok(m.weight.dtype, m.weight, m.bias) for m in shapes.values())
+    return f"; torch.mv for {routed} of {len(shapes)} shapes"
+
+
 def transformers_greedy(model, ids, mask, new_tokens):
     """transformers' generate of exactly new_tokens greedy tokens (no eos stop), as every decode bench times it."""
     return lambda: model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
@@ -243,6 +253,7 @@ def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, devic
         compile_note = (f"; compile {decoder.compile_seconds:.1f}s / int8 {int8_decoder.compile_seconds:.1f}s "
                         "(not in tok/s)")
     ref = outs["transformers"]
+    route = matvec_routes(ours) if device == "cpu" and batch == 1 else ""
     rows = []
     for name, (_, nbytes) in variants.items():
         agree = None
@@ -254,6 +265,7 @@ def bench_decode(workload, reference, ours, prompt_len, new_tokens, batch, devic
                         note=f"{nbytes / 1e6:.1f} MB weights"
                         + ("; the linear layers only, no tokens" if agree is None else f"; ids agree {agree:.0%}")
                         + (compile_note if "compiled" in name else "")
+                        + (route if name in ("minivlm", "minivlm fused") else "")
                         + ("" if memory[name] is None else f"; peak +{memory[name] / 2**20:.0f} MiB")))
     return rows
 
@@ -265,6 +277,8 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
     import transformers
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    machine = cpu_info() if device == "cpu" else {"model": device}
+    log(f"cpu: {cpu_summary()}" if device == "cpu" else f"device: {device}")
     limits = probes(device, toy)
     log(f"limits: {limits}")
     rows = []
@@ -322,7 +336,7 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
         achieved, kind = r.pop("rate")
         r["of_limit"] = achieved / (bandwidth if kind == "bandwidth" else
                                     limits[r["dtype"]]["matmul_GFLOPs"] * 1e9)
-    return {"limits": limits, "rows": rows, "device": device, "torch": torch.__version__,
+    return {"limits": limits, "rows": rows, "device": device, "cpu": machine, "torch": torch.__version__,
             "clock": "thread CPU time" if CLOCK["now"] is time.thread_time else "wall-clock",
             "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
@@ -340,6 +354,9 @@ def format_table(result):
                      f"{r['median']:.1f} ({r['spread'][0]:.1f}) | {ratio:.2f}x | {of_limit} | {equal} | {r['note']} |")
     lim = result["limits"]
     lines.append("")
+    cpu = result.get("cpu") or {}
+    if "isa" in cpu:
+        lines.append(f"cpu: {cpu['model']} ({cpu['isa']}; ATen {cpu['torch_cpu_capability']})")
     lines.append("limits: " + "; ".join(f"{k} matvec {v['matvec_GBps']:.1f} GB/s, matmul {v['matmul_GFLOPs']:.0f} GFLOP/s"
                                          for k, v in lim.items())
                  + f" ({result['device']}, {result['threads']} threads, {result.get('clock', 'wall-clock')}, torch {result['torch']}, "

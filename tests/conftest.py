@@ -19,6 +19,13 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_report_header(config):
+    """Name the CPU in every run's header: kernel choices and bits differ between the project's
+    machines (Intel AMX, AMD Zen 4, AVX2), so a log without it cannot be read."""
+    from minivlm.fast.cpu import cpu_summary
+    return f"cpu: {cpu_summary()}"
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"),
                      help="cpu (default) or cuda: cuda adds the bf16/fp16 parity tests")

@@ -20,10 +20,11 @@ REAL = model_folders(ROOT) if ROOT else []
 
 
 def parity(capsys, *argv):
-    """(exit code, stdout) of `python -m minivlm parity ARGV`."""
+    """(exit code, stdout + stderr) of `python -m minivlm parity ARGV`."""
     with pytest.raises(SystemExit) as exit_:
         main(["parity", *argv])
-    return exit_.value.code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out + captured.err
 
 
 def _judge(rows):

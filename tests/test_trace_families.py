@@ -43,7 +43,8 @@ def test_checkpoint_picks_the_family_from_its_config(capsys, tmp_path):
 
 def test_unknown_architecture_is_a_clear_error(capsys, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(ValueError, match="GPT2LMHeadModel.*the trace knows"):
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="GPT2LMHeadModel.*the trace knows"):
         run_trace(capsys, "--checkpoint", str(tmp_path))
 
 

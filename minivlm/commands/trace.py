@@ -17,6 +17,7 @@ its words are noise, the trace is about the path, the shapes and the agreement w
 """
 import os
 
+from minivlm.errors import UsageError
 from minivlm.trace.families import MODELS
 from minivlm.trace.run import TOLERANCE
 
@@ -45,9 +46,7 @@ def run(args):
     from minivlm.trace.run import run as run_trace
     from minivlm.trace.tiny import transformers_or_none
     if args.image is not None and not os.path.isfile(args.image):
-        print(f"error: no image file at {args.image}")
-        return 2
+        raise UsageError(f"no image file at {args.image} (--image expects an image file)")
     if args.random and args.checkpoint:
-        print("error: --random and --checkpoint exclude each other (--random builds an untrained model)")
-        return 2
+        raise UsageError("--random and --checkpoint exclude each other (--random builds an untrained model)")
     return run_trace(args, not args.no_reference and transformers_or_none() is not None)

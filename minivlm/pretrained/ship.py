@@ -67,7 +67,7 @@ def ship_one(name, run=None, root=ROOT, seed=0):
     out.mkdir(parents=True)
     for f in model_files:
         shutil.copy(run / sub / f, out / f)
-    for f in run_files + ("metrics.json", "loss.png"):
+    for f in run_files + ("metrics.json", "loss.png", "tokenizer.json", "tokenizer_config.json"):
         if (run / f).is_file():
             shutil.copy(run / f, out / f)
     config = json.loads((out / "config.json").read_text())

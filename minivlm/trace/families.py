@@ -13,6 +13,8 @@ captures the matching tensors from transformers; it exposes
 import importlib
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 MODELS = {
     "vit": ("vision", "vit"), "clip": ("vision", "clip"), "siglip": ("vision", "siglip"),
     "blip": ("blip", "caption"), "blip_itm": ("blip", "itm"),
@@ -57,7 +59,7 @@ class Loaded:
 def family(model: str):
     """(trace module, variant) for a --model name."""
     if model not in MODELS:
-        raise ValueError(f"no trace for model {model!r}; known: {', '.join(MODELS)}")
+        raise UsageError(f"no trace for model {model!r}; known: {', '.join(MODELS)}")
     module, variant = MODELS[model]
     return importlib.import_module(f"minivlm.trace.{module}"), variant
 
@@ -66,6 +68,6 @@ def model_of_config(config: dict, folder="<config>") -> str:
     """The --model name a checkpoint's config.json stands for."""
     arch = (config.get("architectures") or [None])[0]
     if arch not in ARCHITECTURES:
-        raise ValueError(f"config.json in {folder} names architecture {arch!r}; the trace knows "
+        raise UsageError(f"config.json in {folder} names architecture {arch!r}; the trace knows "
                          f"{', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[arch]

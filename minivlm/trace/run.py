@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from .families import family, model_of_config
 from .plot import plot_stages
 from .stage import compare, format_stages, worst_diff
@@ -25,7 +26,7 @@ def choose_model(args) -> str:
     if args.checkpoint:
         path = Path(args.checkpoint) / "config.json"
         if not path.is_file():
-            raise SystemExit(f"error: no config.json in {args.checkpoint}")
+            raise UsageError(f"no config.json in {args.checkpoint} (--checkpoint expects an HF model folder)")
         return model_of_config(json.loads(path.read_text()), args.checkpoint)
     return args.model
 

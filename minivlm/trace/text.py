@@ -11,6 +11,7 @@ positions and normalises before each sublayer.
 """
 import torch
 
+from ..errors import UsageError
 from ..processing.tiny_tokenizer import added_token_ids, write_tiny_tokenizer
 from .capture import outputs_of
 from .families import Sample
@@ -44,7 +45,7 @@ def write_tiny(folder, variant="llama") -> dict:
 
 def sample(variant, image=None, prompt=None, shipped=False) -> Sample:
     if image is not None:
-        raise SystemExit("error: a decoder-only LM reads no image; drop --image")
+        raise UsageError(f"--image given, but {TITLE[variant]} is a text-only model: drop --image")
     return Sample(None, None, prompt or DEFAULT_PROMPT)
 
 
