@@ -40,8 +40,8 @@ def run(args):
         raise UsageError("parity needs the reference: pip install -e '.[dev]' (transformers)") from None
     from minivlm.parity import all_cases, check_case, format_table
     from minivlm.parity.harness import TOP1_AGREEMENT, default_tolerance
-    from minivlm.parity.checkpoint import (check_image_processor, check_tokenizer, checkpoint_case, peak_memory,
-                                           weights_size)
+    from minivlm.parity.checkpoint import (check_image_processor, check_processor, check_tokenizer, checkpoint_case,
+                                           peak_memory, weights_size)
     from weights_convert.errors import CheckpointError
 
     # The built-in models are tiny: extra OpenMP threads only wait on them (about 5x slower
@@ -62,6 +62,10 @@ def run(args):
                 rows += check_tokenizer(args.checkpoint)
             except CheckpointError as e:  # e.g. a WordPiece tokenizer: the model is still judged
                 notes.append(f"tokenizer not checked: {e}")
+            try:
+                rows += check_processor(args.checkpoint)
+            except ImportError as e:  # transformers' video processors need torchvision
+                notes.append(f"whole processor not checked (transformers could not build its own): {e}")
     except (CheckpointError, ValueError) as e:
         raise UsageError(f"parity: {e}") from e
     failures = sum(not ok for *_, ok in rows)

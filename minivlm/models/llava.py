@@ -21,6 +21,7 @@ from torch import nn
 
 from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, special_token_defaults
+from ..processing.anyres import tokens_per_image
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer
@@ -62,19 +63,20 @@ class LlavaConfig:
     def num_feature_layers(self):
         return 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
 
+    def processor_fields(self):
+        """The LlavaProcessor / LlavaNextProcessor fields (processor_config.json's) under which the
+        processor counts an image's tokens as this model counts its features: e.g.
+        LlavaProcessor(tokenizer, image_processor, **cfg.processor_fields())."""
+        v = self.vision_config
+        return dict(patch_size=v.patch_size, vision_feature_select_strategy=self.vision_feature_select_strategy,
+                    num_additional_image_tokens=int(v.class_token))
+
     @property
     def features_per_image(self):
         """How many <image> tokens one image needs: the tower's tokens (patches, + [CLS] if it has one),
         less the first with 'default'."""
         return tokens_per_image(self.vision_config.num_patches, self.vision_config.class_token,
                                 self.vision_feature_select_strategy)
-
-
-def tokens_per_image(num_patches, class_token, strategy):
-    """Features selected from one image (or tile): 'default' drops the first token — [CLS] in a CLIP
-    tower; in a tower without one (SigLIP) transformers drops the first *patch* all the same
-    (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm mirrors it."""
-    return num_patches + int(class_token) - int(strategy == "default")
 
 
 def check_feature_selection(layer, strategy, num_layers):

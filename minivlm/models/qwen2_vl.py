@@ -24,6 +24,7 @@ from torch import nn
 
 from ..blocks.token_ids import lookup_tokens
 from ..generation import generate, prompt_positions, special_token_defaults
+from ..processing.qwen2_vl import merged_tokens
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer
@@ -58,13 +59,15 @@ class Qwen2VLConfig:
                              f"is {self.text_config.hidden_size} wide")
 
 
-def write_features(inputs_embeds, input_ids, features, token_id, what):
-    """The k-th placeholder (reading order, row by row) receives the k-th feature: (B, L, D)."""
+def write_features(inputs_embeds, input_ids, features, token_id, what, expected):
+    """The k-th placeholder (reading order, row by row) receives the k-th feature: (B, L, D).
+    expected: the placeholders the grids need (processing.qwen2_vl.merged_tokens, as the processor counts)."""
     slots = input_ids == token_id  # (B, L)
     n_tokens = int(slots.sum())
-    if n_tokens != features.shape[0]:
+    if n_tokens != expected or expected != features.shape[0]:
         raise ValueError(f"{what} tokens and {what} features do not match: input_ids hold {n_tokens} {what} "
-                         f"token(s) (id {token_id}) but the {what}_grid_thw give {features.shape[0]} feature(s)")
+                         f"token(s) (id {token_id}) but the {what}_grid_thw give {expected} feature(s); "
+                         f"build the prompt with the processor (weights_convert.load_processor)")
     return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
 
 
@@ -94,7 +97,9 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 raise ValueError(f"{what} pixels need {what}_grid_thw (t, h, w per {what}) to be read")
             name = "pixel_values" if what == "image" else "pixel_values_videos"
             features = self.visual.forward_packed(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
-            inputs_embeds = write_features(inputs_embeds, input_ids, features, token, what)
+            # the count the processor wrote the placeholders with (merged_tokens), checked against the ids
+            expected = sum(merged_tokens(grid, cfg.vision_config.spatial_merge_size))
+            inputs_embeds = write_features(inputs_embeds, input_ids, features, token, what, expected)
         return inputs_embeds
 
     def position_ids(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,

@@ -24,6 +24,7 @@ from ..outputs import ModelOutput
 from .config import VisionConfig
 from .packed import (PatchEmbedding3D, PatchMerger, attention_segments, block_diagonal_mask, check_grid,
                      patch_positions, window_order)
+from .pixels import require_float_pixels
 
 
 class PatchEmbedding(nn.Module):
@@ -77,6 +78,7 @@ class VisionTransformer(nn.Module):
         if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must be a (batch, {cfg.num_channels}, H, W) tensor, got {shape}")
+        require_float_pixels(pixel_values)
         _, c, h, w = pixel_values.shape
         if c != cfg.num_channels:
             raise ValueError(f"pixel_values has {c} channels, the model expects {cfg.num_channels}")
@@ -154,6 +156,7 @@ class VisionTransformer(nn.Module):
         by window (whole m x m merge units), and the merged tokens put back in reading order."""
         cfg = self.config
         m = cfg.spatial_merge_size
+        require_float_pixels(pixel_values, what)
         check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m, what)  # what: the input's name in errors
         x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
         rows, cols = patch_positions(grid_thw, m)
