@@ -1,8 +1,9 @@
 """What every trace starts from: the image as read and as RGB, and the prompt with its placeholders.
 
-The prompt path: until minivlm has a whole processor (image processor + tokenizer + chat template,
-weights_convert.load_processor), a trace writes HF's prompt itself and expands each image
-placeholder to one token per feature here, in `expand_placeholders`, the one place that does it.
+The prompt path: the LLaVA, LLaVA-NeXT and OneVision traces make their inputs with the whole
+processor (weights_convert.load_processor), as a user does. Where a trace still writes a prompt's
+expansion itself (the other families, and the transformers side of NeXT / OneVision), each image
+placeholder becomes one token per feature here, in `expand_placeholders`, the one place that does it.
 """
 from pathlib import Path
 

@@ -93,10 +93,16 @@ def tiny_config(vocab_size):
 
 
 def write_tiny(folder, variant=None) -> dict:
-    """The tiny default's tokenizer and preprocessor files; returns its config.json dict."""
+    """The tiny default's tokenizer, preprocessor and processor files; returns its config.json dict."""
     vocab_size = write_tiny_tokenizer(folder)
     write_tiny_processor(folder)
-    return tiny_config(vocab_size)
+    config = tiny_config(vocab_size)
+    processor = {"processor_class": "LlavaProcessor", "image_token": DEFAULT_IMAGE_TOKEN,
+                 "patch_size": config["vision_config"]["patch_size"],
+                 "vision_feature_select_strategy": config["vision_feature_select_strategy"],
+                 "num_additional_image_tokens": 1}  # the tower's [CLS]
+    (Path(folder) / "processor_config.json").write_text(json.dumps(processor))
+    return config
 
 
 # --- the stages -------------------------------------------------------------------------------------
@@ -113,9 +119,12 @@ def expand_prompt(text, num_image_tokens):
 
 
 @torch.no_grad()
-def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8, image_name=None):
-    """Run one image + prompt through minivlm's LLaVA; returns the list of Stages. `image_name` names
-    an in-memory image in the table (a file is named by its file name)."""
+def trace_llava(model, processor, image=None, prompt=None, max_new_tokens=8, image_name=None):
+    """Run one image + prompt through minivlm's LLaVA; returns the list of Stages. `processor` is the
+    whole processor (weights_convert.load_processor): its image processor's steps are shown one by one,
+    then the processor itself turns the prompt and the image into input_ids and pixel_values, as a
+    user's call would. `image_name` names an in-memory image in the table."""
+    tokenizer, whole, processor = processor.tokenizer, processor, processor.image_processor
     cfg, tower = model.config, model.vision_tower
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -126,7 +135,8 @@ def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_to
     steps = (["pad to square (mean colour)"] if processor.do_pad else []) + [f"resize {size}"] + \
             ([f"crop {processor.crop_size['height']}x{processor.crop_size['width']}"] if processor.do_center_crop else [])
     stages.append(Stage("resize/pad", geo, f"{geo.width}x{geo.height}", ", ".join(steps)))
-    pixel_values = processor(rgb)["pixel_values"].to(device, dtype)  # (1, 3, H, W)
+    inputs = whole(images=rgb, text=full_prompt(prompt), return_tensors="pt")  # the real prompt path
+    pixel_values = inputs["pixel_values"].to(device, dtype)  # (1, 3, H, W)
     stages.append(Stage("pixel_values", pixel_values, shape(pixel_values),
                         f"(x / 255 - mean) / std, range [{pixel_values.min():.2f}, {pixel_values.max():.2f}]"))
 
@@ -146,9 +156,7 @@ def trace_llava(model, processor, tokenizer, image=None, prompt=None, max_new_to
                         f"{selected.shape[-1]} -> {projected.shape[-1]} ({len(model.multi_modal_projector.linears())} "
                         f"linear, {model.multi_modal_projector.act_name})"))
 
-    text = full_prompt(prompt)
-    n_image = projected.shape[1]
-    ids = torch.tensor([tokenizer.encode(expand_prompt(text, n_image))], device=device)  # (1, L)
+    ids = inputs["input_ids"].to(device)  # (1, L): each <image> expanded to one token per feature
     stages.append(Stage("prompt tokens", ids, shape(ids),
                         f"{int((ids == cfg.image_token_index).sum())} <image> + "
                         f"{int((ids != cfg.image_token_index).sum())} text: "
@@ -209,8 +217,8 @@ def reference_llava(reference, folder, image=None, prompt=None, max_new_tokens=8
 
 def trace(loaded, sample, max_new_tokens=8):
     import weights_convert
-    processor, tokenizer = weights_convert.load_image_processor(loaded.folder), weights_convert.load_tokenizer(loaded.folder)
-    return trace_llava(loaded.ours, processor, tokenizer, sample.image, sample.prompt, max_new_tokens, sample.image_name)
+    return trace_llava(loaded.ours, weights_convert.load_processor(loaded.folder), sample.image, sample.prompt,
+                       max_new_tokens, sample.image_name)
 
 
 def reference(loaded, sample, max_new_tokens=8, stages=None):

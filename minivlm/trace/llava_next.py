@@ -112,7 +112,22 @@ def write_tiny_next_processor(folder, config):
 def write_tiny(folder, variant="siglip") -> dict:
     config = tiny_next_config(write_tiny_tokenizer(folder, ADDED), variant)
     write_tiny_next_processor(folder, config)
+    (Path(folder) / "processor_config.json").write_text(json.dumps(processor_config(config)))
     return config
+
+
+def processor_config(config: dict) -> dict:
+    """processor_config.json for a LLaVA-NeXT / OneVision config.json: what the processor counts an
+    image's tokens with (HF's LlavaNextProcessor / LlavaOnevisionProcessor fields)."""
+    vision = config["vision_config"]
+    if config["model_type"] == "llava_onevision":
+        return {"processor_class": "LlavaOnevisionProcessor", "image_token": "<image>", "video_token": "<video>",
+                "num_image_tokens": (vision["image_size"] // vision["patch_size"]) ** 2,
+                "vision_feature_select_strategy": config["vision_feature_select_strategy"],
+                "vision_aspect_ratio": config.get("vision_aspect_ratio", "anyres_max_9")}
+    return {"processor_class": "LlavaNextProcessor", "image_token": "<image>", "patch_size": vision["patch_size"],
+            "vision_feature_select_strategy": config["vision_feature_select_strategy"],
+            "num_additional_image_tokens": int(vision["model_type"] == "clip_vision_model")}  # CLIP's [CLS]
 
 
 def sample(variant, image=None, prompt=None, shipped=False) -> Sample:
@@ -127,8 +142,11 @@ def seed_projector(model, factor=2, seed=0):
 
 
 @torch.no_grad()
-def trace_next(model, processor, tokenizer, image=None, prompt=None, max_new_tokens=8):
-    """Run LLaVA-NeXT / OneVision on one image + prompt, recording every stage."""
+def trace_next(model, processor, image=None, prompt=None, max_new_tokens=8):
+    """Run LLaVA-NeXT / OneVision on one image + prompt, recording every stage. `processor` is the whole
+    processor (weights_convert.load_processor): its image processor's anyres steps are shown one by
+    one, then the processor itself makes input_ids and pixel_values, as a user's call would."""
+    tokenizer, whole, processor = processor.tokenizer, processor, processor.image_processor
     cfg = model.config
     raw = load_image(image) if image is not None else seed_image()
     rgb = processor.prepare(raw)
@@ -145,7 +163,7 @@ def trace_next(model, processor, tokenizer, image=None, prompt=None, max_new_tok
     tiles = processor.tiles(rgb)
     stages.append(Stage("tiles", tiles, f"{len(tiles)} x ({t}, {t})", "the whole image squashed to one tile, "
                         "then the canvas cut row by row"))
-    batch = processor(rgb)
+    batch = whole(images=rgb, text=full_prompt(prompt), return_tensors="pt")  # the real prompt path
     pixel_values, image_sizes = batch["pixel_values"].to(model.image_newline.device), batch["image_sizes"]
     stages.append(Stage("pixel_values", pixel_values, shape(pixel_values), "(images, tiles, 3, t, t), normalised"))
 
@@ -176,8 +194,7 @@ def trace_next(model, processor, tokenizer, image=None, prompt=None, max_new_tok
     stages.append(Stage("image features", features, shape(features),
                         f"base {n * n} + {resized.shape[0]} rows x ({resized.shape[1]} + newline)"))
 
-    text = expand_prompt(full_prompt(prompt), features.shape[0])
-    ids = torch.tensor([tokenizer.encode(text)], device=pixel_values.device)
+    ids = batch["input_ids"].to(pixel_values.device)  # the <image> expanded to one token per feature
     stages.append(Stage("prompt tokens", ids, shape(ids), token_view(ids[0], tokenizer, {cfg.image_token_index}),
                         extra={"placeholder": cfg.image_token_index}, ids=True))
     embeds, _ = model.embed(ids, pixel_values, image_sizes=image_sizes)
@@ -226,8 +243,8 @@ def reference_next(reference, folder, image=None, prompt=None, max_new_tokens=8,
 
 def trace(loaded, sample, max_new_tokens=8):
     import weights_convert
-    processor, tokenizer = weights_convert.load_image_processor(loaded.folder), weights_convert.load_tokenizer(loaded.folder)
-    return trace_next(loaded.ours, processor, tokenizer, sample.image, sample.prompt, max_new_tokens)
+    return trace_next(loaded.ours, weights_convert.load_processor(loaded.folder), sample.image, sample.prompt,
+                      max_new_tokens)
 
 
 def reference(loaded, sample, max_new_tokens=8, stages=None):
