@@ -15,7 +15,8 @@ SIGNATURE = {"vit": "predicted class", "clip": "best caption", "siglip": "attent
              "blip_itm": "ITM logits", "blip2": "Q-Former queries", "instructblip": "instruction tokens",
              "llama": "decoder layer 3", "mistral": "window 8", "qwen2": "final norm", "opt": "learned positions",
              "llava": "selected layer", "llava_next": "[CLS] dropped", "llava_next_siglip": "best resolution",
-             "llava_onevision": "LLaVA-OneVision", "qwen2_vl": "M-RoPE positions", "qwen2_5_vl": "Qwen2.5-VL"}
+             "llava_onevision": "LLaVA-OneVision", "qwen2_vl": "M-RoPE positions", "qwen2_5_vl": "Qwen2.5-VL",
+             "qwen2_vl_video": "<|video_pad|> x 8", "qwen2_5_vl_video": "Qwen2.5-VL (video)"}
 SLOW = {"llava_next_siglip"}  # the seed's 384-px tiles: covered by tests/test_trace_next.py
 
 

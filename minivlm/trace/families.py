@@ -24,6 +24,7 @@ MODELS = {
     "llava_next": ("llava_next", "clip"), "llava_next_siglip": ("llava_next", "siglip"),
     "llava_onevision": ("llava_next", "onevision"),
     "qwen2_vl": ("qwen2_vl", "2"), "qwen2_5_vl": ("qwen2_vl", "2.5"),
+    "qwen2_vl_video": ("qwen2_vl", "2-video"), "qwen2_5_vl_video": ("qwen2_vl", "2.5-video"),
 }
 
 ARCHITECTURES = {
