@@ -22,7 +22,8 @@ MODELS = {
     "llama": ("text", "llama"), "mistral": ("text", "mistral"), "qwen2": ("text", "qwen2"), "opt": ("text", "opt"),
     "llava": ("llava", None),
     "llava_next": ("llava_next", "clip"), "llava_next_siglip": ("llava_next", "siglip"),
-    "llava_onevision": ("llava_next", "onevision"),
+    "llava_onevision": ("llava_next", "onevision"), "llava_onevision_images": ("onevision", "images"),
+    "llava_onevision_video": ("onevision", "video"),
     "qwen2_vl": ("qwen2_vl", "2"), "qwen2_5_vl": ("qwen2_vl", "2.5"),
     "qwen2_vl_video": ("qwen2_vl", "2-video"), "qwen2_5_vl_video": ("qwen2_vl", "2.5-video"),
 }

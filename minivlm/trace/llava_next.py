@@ -113,6 +113,10 @@ def write_tiny(folder, variant="siglip") -> dict:
     config = tiny_next_config(write_tiny_tokenizer(folder, ADDED), variant)
     write_tiny_next_processor(folder, config)
     (Path(folder) / "processor_config.json").write_text(json.dumps(processor_config(config)))
+    if variant == "onevision":  # videos: every frame one tile, the tower's size
+        tile = config["vision_config"]["image_size"]
+        video = {"video_processor_type": "LlavaOnevisionVideoProcessor", "size": {"height": tile, "width": tile}}
+        (Path(folder) / "video_preprocessor_config.json").write_text(json.dumps(video))
     return config
 
 
