@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ..processing.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, load_image
+from ..processing.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..processing.tiny_tokenizer import added_token_ids, write_tiny_tokenizer
 from .capture import input_of
 from .families import Sample
-from .inputs import default_image, hf_tokenizer, image_stages, tokenize
+from .inputs import hf_pixel_values, hf_tokenizer, image_stages, tokenize
 from .stage import Stage, first_stop, shape, token_view
 
 TITLE = {"blip2": "BLIP-2", "instructblip": "InstructBLIP"}
@@ -131,11 +131,8 @@ def trace(loaded, sample, max_new_tokens=8):
 
 
 def reference(loaded, sample, max_new_tokens=8, stages=None):
-    import transformers
     hf, variant = loaded.reference, loaded.variant
-    raw = load_image(sample.image if sample.image is not None else default_image())
-    processor = transformers.BlipImageProcessorPil.from_pretrained(loaded.folder)
-    pixel_values = processor(raw.convert("RGB"), return_tensors="pt")["pixel_values"].to(hf.device, hf.dtype)
+    pixel_values = hf_pixel_values("BlipImageProcessorPil", loaded.folder, sample.image, hf)
     ids, qformer, _ = _inputs(hf_tokenizer(loaded.folder), sample, hf.config, variant, hf.device)
     return run_parts(hf, pixel_values, ids, qformer, max_new_tokens, lambda tower, pv: tower.embeddings(pv),
                      do_sample=False)

@@ -65,3 +65,12 @@ def hf_tokenizer(folder):
     config = json.loads((Path(folder) / "tokenizer_config.json").read_text())
     cls = getattr(transformers, config.get("tokenizer_class") or "AutoTokenizer", transformers.AutoTokenizer)
     return cls.from_pretrained(folder)
+
+
+def hf_pixel_values(processor_class: str, folder, image, model):
+    """transformers' own image processor (its PIL class `processor_class`, read from `folder`) on the
+    sample's image (None: the default one), on the model's device and dtype."""
+    import transformers
+    raw = load_image(image if image is not None else default_image())
+    processor = getattr(transformers, processor_class).from_pretrained(folder)
+    return processor(raw.convert("RGB"), return_tensors="pt")["pixel_values"].to(model.device, model.dtype)

@@ -18,7 +18,7 @@ import torch
 from ..processing.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..processing.tiny_tokenizer import added_token_ids, write_tiny_tokenizer
 from .families import Sample
-from .inputs import hf_tokenizer, image_stages, tokenize
+from .inputs import hf_pixel_values, hf_tokenizer, image_stages, tokenize
 from .stage import Stage, shape, token_view
 
 TITLE = {"vit": "ViT", "clip": "CLIP", "siglip": "SigLIP"}
@@ -154,14 +154,9 @@ def trace(loaded, sample, max_new_tokens=None):
 
 
 def reference(loaded, sample, max_new_tokens=None, stages=None):
-    import transformers
     hf, variant = loaded.reference, loaded.variant
     kind = {"vit": "ViTImageProcessorPil", "clip": "CLIPImageProcessorPil", "siglip": "SiglipImageProcessorPil"}[variant]
-    from ..processing.image import load_image
-    from .inputs import default_image
-    raw = load_image(sample.image if sample.image is not None else default_image())
-    pv = getattr(transformers, kind).from_pretrained(loaded.folder)(raw.convert("RGB"), return_tensors="pt")
-    pixel_values = pv["pixel_values"].to(hf.device, hf.dtype)
+    pixel_values = hf_pixel_values(kind, loaded.folder, sample.image, hf)
     text = None
     if sample.prompt:
         ours, make = tokenizers(loaded.folder)
