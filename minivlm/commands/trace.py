@@ -7,7 +7,8 @@ logits -> generated tokens. Where transformers is installed, the same stages of 
 from the same folder, are computed and the max |diff| is printed next to each.
 
 --model picks the family (vit, clip, siglip, blip, blip_itm, blip2, instructblip, llama, mistral,
-qwen2, opt, llava, llava_next, llava_next_siglip, llava_onevision, qwen2_vl, qwen2_5_vl); a
+qwen2, opt, llava, llava_next, llava_next_siglip, llava_onevision, llava_onevision_images,
+llava_onevision_video, qwen2_vl, qwen2_vl_video, qwen2_5_vl, qwen2_5_vl_video); a
 --checkpoint folder's config.json decides on its own. With no argument it runs offline on the tiny
 LLaVA the package ships (minivlm/pretrained/shapes-llava, trained by `python -m minivlm train
 llava`): a shapes-world scene it never saw and one of the scene's questions, and it says whether

@@ -10,7 +10,8 @@
     vision.py    ViT, CLIP, SigLIP          blip.py    BLIP captioning and ITM
     blip2.py     BLIP-2, InstructBLIP       text.py    LLaMA, Mistral, Qwen2, OPT
     llava.py     LLaVA                      llava_next.py   LLaVA-NeXT (CLIP, SigLIP), OneVision
-    qwen2_vl.py  Qwen2-VL, Qwen2.5-VL
+    onevision.py OneVision: several images, a video
+    qwen2_vl.py  Qwen2-VL, Qwen2.5-VL (an image or a video)
 
 `python -m minivlm trace --model NAME` runs one (minivlm/commands/trace.py).
 """
