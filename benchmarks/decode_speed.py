@@ -1,4 +1,4 @@
-"""Decode speed against transformers: a thin wrapper over `python -m minivlm bench` (minivlm/bench.py).
+"""Decode speed against transformers: a thin wrapper over `python -m minivlm bench` (minivlm/bench/speed.py).
 
     python benchmarks/decode_speed.py [bench options]     # default: --workloads decode decode_1b
 

@@ -1,4 +1,4 @@
-"""The generation memory measurement (minivlm/bench_memory.py) measures what it says.
+"""The generation memory measurement (minivlm/bench/memory.py) measures what it says.
 
 The instrument is checked on children whose memory is known by construction: a "generate" that
 holds 200 MiB at once (one tensor, then 64 KiB pieces from glibc's heap) must read ~200 MiB above
@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from minivlm.bench import TOY_LLAMA
-from minivlm.bench_memory import (IMPLS, format_memory_table, generate_fn, load, run_child, run_memory_bench,
+from minivlm.bench.speed import TOY_LLAMA
+from minivlm.bench.memory import (IMPLS, format_memory_table, generate_fn, load, run_child, run_memory_bench,
                                   save_reference, tensor_peak)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self (Linux)")

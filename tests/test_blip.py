@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import weights_convert
-from minivlm.blip_losses import itc_loss, itm_loss, lm_loss, sample_hard_negatives
+from minivlm.losses.blip import itc_loss, itm_loss, lm_loss, sample_hard_negatives
 from minivlm.blocks import set_attention_impl
 from minivlm.models.blip import (BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering,
                                  BlipForImageTextRetrieval, blip_vision_config)

@@ -13,9 +13,10 @@ from minivlm.models.clip import clip_vision_config
 from minivlm.text.llama_config import LlamaConfig
 from minivlm.train.blip2 import (RECIPE, STAGE2_PARTS, build_stage1, freeze_parts, stage1_step, to_captioner)
 from minivlm.train.dual_encoder import make_processor, pairs
-from minivlm.train.llava import CHAT, exchange_records, llava_loss, materialise, random_batches
+from minivlm.evaluation.answers import CHAT
+from minivlm.train.llava import exchange_records, llava_loss, materialise, random_batches
 from minivlm.train.loop import TrainConfig, train
-from minivlm.trace import write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import write_tiny_tokenizer
 from minivlm.vision import VisionTransformer
 from minivlm.text.llama import LlamaForCausalLM
 

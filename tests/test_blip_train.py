@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from minivlm.data.shapes import COLORS, SHAPES, ShapesWorld
-from minivlm.train.blip import (BlipShapesTokenizer, caption_quality, caption_scores, captioner, make_processor,
-                                retrieval_recall, retriever, save_run, train_blip)
+from minivlm.data.shapes_tokenizer import BlipShapesTokenizer
+from minivlm.evaluation.captions import caption_quality, caption_scores
+from minivlm.evaluation.retrieval import retrieval_recall
+from minivlm.train.blip import captioner, make_processor, retriever, save_run, train_blip
 from minivlm.train.capfilt import CORRUPTIONS, capfilt_demo, corrupt, filter_pairs
 
 STEPS = 450

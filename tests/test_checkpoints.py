@@ -78,11 +78,11 @@ BY_ARCHITECTURE = one_reference_per_architecture()
 def saved_tree(tmp_path_factory):
     """A tree like a user's: one folder per architecture, and the trace's tiny LLaVA (with tokenizer
     and processor files) inside a hub-cache layout."""
-    from minivlm.trace import build_default
+    from minivlm.trace.tiny import build_default
     root = tmp_path_factory.mktemp("snapshots")
     for arch, case in BY_ARCHITECTURE.items():
         build_seeded(case.build_reference).save_pretrained(root / arch)
-    build_default(root / "models--tiny--llava" / "snapshots" / "0123abc")
+    build_default("llava", root / "models--tiny--llava" / "snapshots" / "0123abc")
     return root
 
 

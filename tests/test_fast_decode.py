@@ -232,7 +232,7 @@ def test_speculative_decoding_gives_the_targets_greedy_ids(models, k):
 
 
 def test_bench_runs_at_toy_sizes():
-    from minivlm.bench import format_table, run_bench
+    from minivlm.bench.speed import format_table, run_bench
     result = run_bench(["vision", "decode"], toy=True, repeats=1, log=lambda *a: None)
     impls = {(r["workload"], r["impl"]) for r in result["rows"]}
     assert ("decode", "minivlm int8") in impls and ("vision", "minivlm fused") in impls
@@ -247,7 +247,7 @@ def test_bench_cpu_time_clock():
     import argparse
     import time
 
-    from minivlm import bench
+    from minivlm.bench import speed as bench
     from minivlm.commands import bench as command
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

@@ -11,7 +11,7 @@ import torch
 from minivlm.commands import train as train_command
 from minivlm.data.shapes import ShapesWorld
 from minivlm.errors import UsageError
-from minivlm.trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from minivlm.train.dual_encoder import processor_config
 
 transformers = pytest.importorskip("transformers")

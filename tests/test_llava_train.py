@@ -13,10 +13,11 @@ from minivlm.data.llava_dataset import LlavaCollator
 from minivlm.data.shapes import ShapesWorld
 from minivlm.models.clip import clip_vision_config
 from minivlm.models.llava import STAGES, freeze
-from minivlm.train.llava import (CHAT, build_llava, caption_records, caption_scores, exchange_records, llava_loss,
-                                 materialise, question_type, random_batches)
+from minivlm.evaluation.answers import CHAT, question_type
+from minivlm.train.llava import (build_llava, caption_records, caption_scores, exchange_records, llava_loss,
+                                 materialise, random_batches)
 from minivlm.train.loop import TrainConfig, param_groups, train
-from minivlm.trace import write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import write_tiny_tokenizer
 from minivlm.vision import VisionTransformer
 
 # The short run (measured on the shared 2-core box: 41 s in all; stage 1 loss 1.93 -> 1.71 (first/last

@@ -11,7 +11,8 @@ import weights_convert
 from minivlm.data.shapes import ShapesWorld
 from minivlm.processing.chat_template import render_with_spans
 from minivlm.processing.conversation import render
-from minivlm.train.llava import CHAT, RECIPE, answer, chat_prompt
+from minivlm.evaluation.answers import CHAT, answer, chat_prompt
+from minivlm.train.llava import RECIPE
 
 FOLDER = Path(__file__).parent.parent / "minivlm" / "pretrained" / "shapes-llava"
 

@@ -121,9 +121,9 @@ def test_add_prefix_space_equal_hf(qwen2_dirs, tmp_path):
 
 
 def test_tiny_qwen2_vl_folder_loads(qwen2_dirs, tmp_path):
-    """A Qwen2-VL checkpoint folder (model as trace_qwen2_vl builds it, Qwen2Tokenizer saved beside it):
+    """A Qwen2-VL checkpoint folder (model as trace/qwen2_vl.py builds it, Qwen2Tokenizer saved beside it):
     load_tokenizer reads it, the chat prompt's ids equal HF's, and the image token is the config's."""
-    from minivlm.trace_qwen2_vl import chat_prompt, tiny_config
+    from minivlm.trace.qwen2_vl import chat_prompt, tiny_config
     hf = transformers.AutoTokenizer.from_pretrained(qwen2_dirs[0])
     hf.save_pretrained(tmp_path)
     ids = {t: hf.convert_tokens_to_ids(t) for t in QWEN2_VL_ADDED}

@@ -19,7 +19,7 @@ def table_rows(out):
 def test_default_trace_answers_a_never_seen_scene_with_the_shipped_model(capsys, tmp_path):
     """No arguments: the shipped trained LLaVA, a shapes-world scene from beyond its training indices,
     the scene's own question; the generated answer is the scene's truth, every stage equals HF's."""
-    from minivlm.trace import shapes_sample
+    from minivlm.trace.llava import shapes_sample
     sample = shapes_sample()
     plot = tmp_path / "stages.png"
     code, out = run_trace(capsys, "--plot", str(plot))
@@ -29,8 +29,8 @@ def test_default_trace_answers_a_never_seen_scene_with_the_shipped_model(capsys,
     for name in STAGES[:6] + ["encoder layer 2"] + STAGES[7:]:
         assert name in out
     assert "[<image> x 65]" in out  # 8 x 8 patches of 4 px and [CLS] ('full')
-    assert f"question: {sample.question!r}  ->  answer: {sample.answer!r}" in out
-    assert f"(the scene's truth: {sample.answer!r}: correct)" in out
+    assert f"question: {sample.prompt!r}  ->  answer: {sample.truth!r}" in out
+    assert f"(the scene's truth: {sample.truth!r}: correct)" in out
     assert "token ids equal -> ok" in out
     compared = [line for line in table_rows(out) if "e-" in line or "e+00" in line or "equal" in line]
     assert len(compared) >= 12  # pixel_values ... logits, prompt and generated ids
@@ -86,8 +86,8 @@ def test_random_and_checkpoint_exclude_each_other(capsys, tmp_path):
 
 def test_checkpoint_folder(capsys, tmp_path):
     """--checkpoint reads a llava-hf style folder: weights, tokenizer files, preprocessor config."""
-    from minivlm.trace import build_default
-    build_default(tmp_path / "ckpt", seed=3)
+    from minivlm.trace.tiny import build_default
+    build_default("llava", tmp_path / "ckpt", seed=3)
     code, out = run_trace(capsys, "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "Who is this?", "--max-new-tokens", "3")
     assert code == 0, out
     assert f"checkpoint {tmp_path / 'ckpt'}" in out and "W h o" in out and "token ids equal -> ok" in out

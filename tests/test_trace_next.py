@@ -1,4 +1,4 @@
-"""The anyres trace (minivlm/trace_next.py): `python -m minivlm trace --model llava_next_siglip`
+"""The anyres trace (minivlm/trace/llava_next.py): `python -m minivlm trace --model llava_next_siglip`
 reproduces the seed's example stage by stage against transformers, and `--checkpoint` follows a
 LLaVA-OneVision folder (the shrink stage included)."""
 import json
@@ -9,7 +9,8 @@ from PIL import Image
 
 from minivlm.parity.harness import build_seeded
 from minivlm.parity.llava_onevision import build_reference
-from minivlm.trace import tiny_vocabulary, write_tiny_tokenizer
+from minivlm.processing.tiny_tokenizer import tiny_vocabulary, write_tiny_tokenizer
+from minivlm.trace.llava_next import processor_config
 from trace_checks import run_trace
 
 pytest.importorskip("transformers")
@@ -28,10 +29,10 @@ def test_seed_example_matches_transformers(capsys, tmp_path):
 
 
 def test_checkpoint_onevision_folder(capsys, tmp_path):
-    """A OneVision folder (SigLIP 12 px tiles, Qwen2, anyres_max_1) with the tiny tokenizer and its
-    processor config: a 50x50 image's 6x6 unpadded grid is shrunk to 2x2, every stage equals HF's."""
+    """A OneVision folder (SigLIP 12 px tiles, Qwen2, anyres_max_1) with the tiny tokenizer, its image
+    processor config and processor config (load_processor): a 50x50 image's 6x6 unpadded grid is shrunk to 2x2, every stage equals HF's."""
     vocab = tiny_vocabulary()
-    size = write_tiny_tokenizer(tmp_path)
+    size = write_tiny_tokenizer(tmp_path, ["<image>", "<video>", "<pad>"])  # ids as the config says
     reference = build_seeded(lambda: build_reference(
         dict(vision_aspect_ratio="anyres_max_1", image_token_index=len(vocab), video_token_index=len(vocab) + 1),
         dict(vocab_size=size, bos_token_id=1, eos_token_id=2)))
@@ -41,6 +42,7 @@ def test_checkpoint_onevision_folder(capsys, tmp_path):
                  "image_grid_pinpoints": config["image_grid_pinpoints"], "image_mean": [0.5] * 3,
                  "image_std": [0.5] * 3}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
+    (tmp_path / "processor_config.json").write_text(json.dumps(processor_config(config)))
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(image)
     code, out = run_trace(capsys, "--checkpoint", str(tmp_path), "--image", str(image), "--max-new-tokens", "3")

@@ -4,7 +4,7 @@ printed, each equal to transformers' stage, offline."""
 import numpy as np
 from PIL import Image
 
-from minivlm.trace_qwen2_vl import build_default
+from minivlm.trace.tiny import build_default
 from trace_checks import run_trace
 
 STAGES = ["smart_resize", "pixel_values", "patch embedding", "encoder layer 3", "patch merger", "prompt tokens",
@@ -31,7 +31,7 @@ def test_default_trace_on_an_odd_rgba_image(capsys, tmp_path):
 
 
 def test_checkpoint_folder_is_recognised(capsys, tmp_path):
-    build_default(tmp_path, seed=3)
+    build_default("qwen2_vl", tmp_path, seed=3)
     code, out = run_trace(capsys, "--checkpoint", str(tmp_path), "--prompt", "Which shape?", "--max-new-tokens", "2")
     assert code == 0, out
     assert f"Qwen2-VL trace: checkpoint {tmp_path}" in out and "text resumes at" in out

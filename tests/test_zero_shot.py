@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from minivlm.models.clip import CLIPConfig, CLIPModel, clip_text_config, clip_vision_config
-from minivlm.zero_shot import class_embeddings, classify, zero_shot
+from minivlm.evaluation.zero_shot import class_embeddings, classify, zero_shot
 
 # Text "model": each prompt has a hand-chosen feature vector (not normalised on purpose).
 PROMPTS = ["a cat", "the cat", "a dog", "the dog"]

@@ -59,7 +59,7 @@ class StaticLayerCache:
     The buffers are made at the first decode step, not at the prefill: the prompt's k, v are kept as
     they come, then copied in. Made at the prefill, every layer's buffer for the `room` positions not
     written yet would be held while the prefill's activations peak, a peak above what a growing
-    cache needs (measured by minivlm/bench_memory.py); made here, the copy costs one layer's prompt
+    cache needs (measured by minivlm/bench/memory.py); made here, the copy costs one layer's prompt
     at a time.
 
     For a compiled decode step (minivlm/fast/compiled.py) `slot` is set to a (1,) tensor: the new

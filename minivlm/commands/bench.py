@@ -2,8 +2,8 @@
 python -m minivlm bench --memory [--workloads decode decode_1b decode_long] [--repeats 3] [--json F]
 
 minivlm and transformers side by side on the same weights, interleaved in one process, with the
-machine's measured limits (minivlm/bench.py describes the workloads). --memory measures generation's
-peak host memory instead, each implementation in a fresh process (minivlm/bench_memory.py). Speeds are measured, never
+machine's measured limits (minivlm/bench/speed.py describes the workloads). --memory measures generation's
+peak host memory instead, each implementation in a fresh process (minivlm/bench/memory.py). Speeds are measured, never
 asserted: the table is for the README and for finding what is left to gain.
 """
 import json
@@ -17,8 +17,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_arguments(p):
-    from minivlm.bench import WORKLOADS
-    from minivlm.bench_memory import CASES
+    from minivlm.bench.speed import WORKLOADS
+    from minivlm.bench.memory import CASES
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS + tuple(w for w in CASES if w not in WORKLOADS),
                    default=None, help=f"which to run (default: all of {', '.join(WORKLOADS)}; --quick drops "
                    f"decode_1b; with --memory: {', '.join(CASES)})")
@@ -49,7 +49,7 @@ def run(args):
         raise UsageError("bench needs the reference: pip install -e '.[dev]' (transformers)") from None
     import time
 
-    from minivlm.bench import CLOCK, WORKLOADS, format_table, run_bench
+    from minivlm.bench.speed import CLOCK, WORKLOADS, format_table, run_bench
     if args.memory:
         return run_memory(args)
     if args.workloads and not set(args.workloads) <= set(WORKLOADS):
@@ -74,7 +74,7 @@ def run(args):
 
 
 def run_memory(args):
-    from minivlm.bench_memory import CASES, TOY_CASES, format_memory_table, run_memory_bench
+    from minivlm.bench.memory import CASES, TOY_CASES, format_memory_table, run_memory_bench
     if args.device != "cpu":
         raise UsageError(f"--memory measures host memory (resident pages) and runs on cpu, got --device {args.device}")
     cases = TOY_CASES if args.toy else CASES

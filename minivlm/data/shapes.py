@@ -29,6 +29,8 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 DEFAULT_HELD_OUT = (("red", "triangle"), ("green", "circle"), ("blue", "square"),
                     ("yellow", "diamond"), ("purple", "circle"), ("orange", "square"))
 BACKGROUND = (245, 245, 240)
+# Scene indices the evaluations draw from: far beyond any training index (training uses < ~10**6).
+EVAL_START = 10**9
 NUMBERS = ("zero", "one", "two", "three", "four")
 
 

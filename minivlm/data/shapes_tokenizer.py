@@ -67,6 +67,10 @@ class ShapesTokenizer:
         ids = [self.ids[w] for w in self.words(text)]
         return [self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids
 
+    def convert_ids_to_tokens(self, ids):
+        """HF's name: each id's token (a word, or <pad> <bos> <eos> [DEC] ...)."""
+        return [self.vocab[i] if i < len(self.vocab) else f"[{i}]" for i in ids]
+
     def decode(self, ids, skip_special_tokens=True):
         if torch.is_tensor(ids):
             ids = ids.tolist()
@@ -126,3 +130,25 @@ class ShapesTokenizer:
             input_ids[b, :len(r)] = torch.tensor(r)
             attention_mask[b, :len(r)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class BlipShapesTokenizer(ShapesTokenizer):
+    """The shapes tokenizer plus BLIP's [DEC] and [ENC] (ids V and V + 1). <bos> = [CLS], <eos> = [SEP]."""
+
+    def __init__(self, max_length=16):
+        super().__init__(max_length=max_length)
+        self.dec_token_id, self.enc_token_id = len(self.vocab), len(self.vocab) + 1
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab) + 2
+
+    def __len__(self):
+        return self.vocab_size
+
+    def decode(self, ids, skip_special_tokens=True):
+        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+        special = (self.dec_token_id, self.enc_token_id)
+        if not skip_special_tokens and any(i in special for i in ids):
+            raise ValueError("[DEC] / [ENC] have no text; decode with skip_special_tokens=True")
+        return super().decode([i for i in ids if i not in special], skip_special_tokens)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import generation
-from ..blip_losses import lm_loss
+from ..losses.blip import lm_loss
 from ..outputs import ModelOutput
 from ..text.bert import BertConfig, BertTextModel
 from ..vision import VisionConfig, VisionTransformer

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blip_losses import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
+from ..losses.blip import contrastive_loss, itm_loss, lm_loss, sample_hard_negatives
 from ..outputs import ModelOutput
 from ..text.bert import LMHead
 from ..text.qformer import stage1_mask

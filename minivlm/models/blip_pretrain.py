@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blip_losses import itc_loss, itm_loss, lm_loss, sample_hard_negatives
+from ..losses.blip import itc_loss, itm_loss, lm_loss, sample_hard_negatives
 from ..outputs import ModelOutput
 from ..text.bert import BertTextModel, share_encoder_decoder
 from ..vision import VisionTransformer

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..losses import clip_loss
+from ..losses.contrastive import clip_loss
 from ..text.config import TextConfig
 from ..text.text_transformer import TextTransformer
 from ..vision.config import VisionConfig

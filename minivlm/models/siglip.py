@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..losses import siglip_loss
+from ..losses.contrastive import siglip_loss
 from ..text.config import TextConfig
 from ..text.text_transformer import TextTransformer
 from ..vision.config import VisionConfig

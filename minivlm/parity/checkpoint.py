@@ -48,7 +48,7 @@ def checkpoint_case(folder):
 
     return ParityCase(family, f"{folder.name} ({arch})", build, template.make_inputs, template.fields,
                       generating.generate if generating else None, template.valid_positions, folder=str(folder),
-                      generate_inputs=generate_inputs if generating else None)
+                      generate_inputs=generate_inputs if generating else None, run=run_checkpoint_case)
 
 
 def free(device):

@@ -31,6 +31,8 @@ class ParityCase:
     valid_positions: callable = None     # (inputs) -> bool (B, L) of positions to compare, or None
     folder: str = None                   # a real checkpoint folder: load ours from it, not a re-save
     generate_inputs: callable = None     # (inputs) -> generate()'s inputs where they differ from forward's
+    run: callable = None                 # (case, device, dtype, seed) -> run_case's result, where the case
+                                         # runs its own way (a checkpoint on disk: parity/checkpoint.py)
 
 
 def build_seeded(make, seed=0):
@@ -144,9 +146,8 @@ def run_case(case, device="cpu", dtype=torch.float32, seed=0):
     """Returns {"diffs": {field: value}, "generate_equal": bool | None}. In fp32 a value is the
     max |diff|; in bf16/fp16 the relative_diff, plus top-1 agreement for logits, and no greedy
     comparison (DESIGN.md asks identical ids of fp32 only: in bf16 a near-tie may flip a token)."""
-    if case.folder:  # a checkpoint on disk: one model at a time (parity/checkpoint.py)
-        from .checkpoint import run_checkpoint_case
-        return run_checkpoint_case(case, device=device, dtype=dtype, seed=seed)
+    if case.run is not None:  # e.g. a checkpoint on disk: one model at a time (parity/checkpoint.py)
+        return case.run(case, device=device, dtype=dtype, seed=seed)
     reference = build_seeded(case.build_reference, seed)
     generator = torch.Generator().manual_seed(seed)
     inputs = case.make_inputs(reference, generator)

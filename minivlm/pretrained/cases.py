@@ -48,7 +48,8 @@ def clip_case():
 
 def blip_case():
     """Teacher-forced caption logits ([DEC] + the caption) and the greedy caption from [DEC] alone."""
-    from ..train.blip import BlipShapesTokenizer, with_first_token
+    from ..data.shapes_tokenizer import BlipShapesTokenizer
+    from ..evaluation.retrieval import with_first_token
     tokenizer = BlipShapesTokenizer()
 
     def make_inputs(reference, generator):
@@ -67,7 +68,8 @@ def blip_retrieval_case(use_itm_head):
     """ITM: P(match) logits of each (scene, caption) pair, the text read with [ENC] and cross-attention
     into its image; ITC: the (images, texts) cosine matrix of the unimodal encoders. One caption is
     shorter (padded) and one belongs to no scene of the batch (a mismatch for ITM)."""
-    from ..train.blip import BlipShapesTokenizer, with_first_token
+    from ..data.shapes_tokenizer import BlipShapesTokenizer
+    from ..evaluation.retrieval import with_first_token
     tokenizer = BlipShapesTokenizer()
 
     def make_inputs(reference, generator):
@@ -89,7 +91,7 @@ def llava_case():
     import weights_convert
     from ..data.llava_dataset import LlavaCollator
     from ..models.llava_splice import expand_image_tokens, tokenizer_image_token
-    from ..train.llava import chat_prompt
+    from ..evaluation.answers import chat_prompt
     folder = path("shapes-llava")
 
     def make_inputs(reference, generator):

@@ -8,10 +8,12 @@ and fail on a drop (tests/test_pretrained.py).
     split "train": unseen images of colour/shape combinations seen in training
     split "test":  combinations held out of training (red triangle, green circle, ...)
 """
+import json
+from pathlib import Path
+
 import torch
 
-from ..data.shapes import ShapesWorld
-from ..train.dual_encoder import EVAL_START
+from ..data.shapes import EVAL_START, ShapesWorld
 
 SPLITS = (("seen", "train"), ("held_out", "test"))
 
@@ -23,7 +25,6 @@ def _load(folder):
 
 def _shapes_tokenizer(folder, tokenizer):
     """The shapes tokenizer, checked against the vocabulary the folder was trained with."""
-    import json
     stored = json.loads((folder / "shapes_vocab.json").read_text())
     if stored[:len(tokenizer.vocab)] != tokenizer.vocab:
         raise ValueError(f"{folder}/shapes_vocab.json differs from minivlm's shapes vocabulary: the model was "
@@ -34,7 +35,7 @@ def _shapes_tokenizer(folder, tokenizer):
 def clip_counts(folder, count=240):
     """Zero-shot: the scene's "colour shape" ranks first among all 24 names (chance 1/24)."""
     from ..data.shapes_tokenizer import ShapesTokenizer
-    from ..train.dual_encoder import tokenize_fn, zero_shot_accuracy
+    from ..evaluation.zero_shot import tokenize_fn, zero_shot_accuracy
     model, processor = _load(folder)
     tokenize = tokenize_fn("clip", _shapes_tokenizer(folder, ShapesTokenizer()))
     world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
@@ -45,7 +46,8 @@ def clip_counts(folder, count=240):
 
 def blip_counts(folder, count=200):
     """Greedy captions: exact match, and each attribute word (colour, shape, position) right."""
-    from ..train.blip import BlipShapesTokenizer, caption_quality
+    from ..data.shapes_tokenizer import BlipShapesTokenizer
+    from ..evaluation.captions import caption_quality
     model, processor = _load(folder)
     tokenizer = _shapes_tokenizer(folder, BlipShapesTokenizer())
     world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)
@@ -59,10 +61,11 @@ def blip_counts(folder, count=200):
 def llava_counts(folder, count=40):
     """Every question of `count` scenes of one or two shapes, asked alone, greedy, exact answer; by type."""
     import weights_convert
-    from ..train.llava import RECIPE, answer, chat_prompt, question_type
+    from ..evaluation.answers import answer, chat_prompt, question_type
     model, processor = _load(folder)
     tokenizer = weights_convert.load_tokenizer(folder)
-    world = ShapesWorld(image_size=model.config.vision_config.image_size, max_shapes=RECIPE["max_shapes"])
+    recipe = json.loads((Path(folder) / "metrics.json").read_text())["recipe"]  # the scenes it trained on
+    world = ShapesWorld(image_size=model.config.vision_config.image_size, max_shapes=recipe["max_shapes"])
     out = {}
     for name, split in SPLITS:
         asked = [(s, q, a) for s in world.scenes(count, split, start=EVAL_START) for q, a in s.questions]
@@ -93,7 +96,8 @@ def blip_retrieval_counts(folder, count=200):
     held-out) by ITC cosine, and after the ITM head re-ranks ITC's top 8 (train/blip.py's
     retrieval_recall); and ITM as a classifier: each of `count` scenes with its caption must score
     P(match) > 0.5, and with that caption one word off (colour or shape) < 0.5 (2 * count pairs)."""
-    from ..train.blip import BlipShapesTokenizer, match_probability, retrieval_recall
+    from ..data.shapes_tokenizer import BlipShapesTokenizer
+    from ..evaluation.retrieval import match_probability, retrieval_recall
     model, processor = _load(folder)
     tokenizer = _shapes_tokenizer(folder, BlipShapesTokenizer())
     world = ShapesWorld(image_size=model.config.vision.image_size, max_shapes=1)

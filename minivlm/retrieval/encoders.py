@@ -68,7 +68,7 @@ def shapes_tokenizer_for(folder, model):
     from ..data.shapes_tokenizer import ShapesTokenizer
     stored = json.loads((Path(folder) / "shapes_vocab.json").read_text())
     if isinstance(model, BlipForImageTextRetrieval):
-        from ..train.blip import BlipShapesTokenizer
+        from ..data.shapes_tokenizer import BlipShapesTokenizer
         tok = BlipShapesTokenizer()
     else:
         tok = ShapesTokenizer()

@@ -38,7 +38,7 @@ class Llava:
     @classmethod
     def load(cls, folder, template=None):
         import weights_convert
-        from ..train.llava import CHAT
+        from ..evaluation.answers import CHAT
         model = weights_convert.load_pretrained(folder, dtype=torch.float32)
         return cls(model, weights_convert.load_tokenizer(folder), weights_convert.load_image_processor(folder),
                    template or CHAT)

@@ -16,8 +16,7 @@ captions as text (approach 2), and with the true scene (the ceiling).
 import time
 from pathlib import Path
 
-from ..data.shapes import ShapesWorld, caption_for
-from ..train.dual_encoder import EVAL_START
+from ..data.shapes import EVAL_START, ShapesWorld, caption_for
 from .index import Index
 from .search import recall_at_k, search
 
@@ -130,7 +129,8 @@ def caption_gallery(captioner_folder, paths):
     """BLIP captions of the gallery images (approach 2's texts), greedy, in one batch per 256."""
     import torch
     import weights_convert
-    from ..train.blip import BlipShapesTokenizer, generate_captions
+    from ..data.shapes_tokenizer import BlipShapesTokenizer
+    from ..evaluation.captions import generate_captions
     from .index import read_image
     model = weights_convert.load_pretrained(captioner_folder, dtype=torch.float32)
     processor = weights_convert.load_image_processor(captioner_folder)

@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.shapes import COLORS, SHAPES, ShapesWorld
-from ..data.shapes_tokenizer import ShapesTokenizer
+from ..data.shapes import EVAL_START, ShapesWorld
+from ..data.shapes_tokenizer import BlipShapesTokenizer
+from ..evaluation.captions import caption_quality
+from ..evaluation.retrieval import retrieval_recall, with_first_token
 from ..models.blip import (BlipConfig, BlipForConditionalGeneration, BlipForImageTextRetrieval,
                            BlipForQuestionAnswering, blip_vision_config)
 from ..models.blip_pretrain import BlipForPretraining
@@ -35,34 +37,10 @@ from . import distributed
 from .loop import TrainConfig, options_from_args, train
 from .plot import save_loss_curve
 
-EVAL_START = 10**9   # scene indices for evaluation: far from any training index
 # A model small enough to learn in a few CPU minutes; 32x32 images in 8x8 patches (16 tokens).
 # VQA's answer decoder cross-attends to the question states, so text and vision share one width.
 TINY = dict(image_size=32, patch_size=8, width=64, layers=2, heads=4, mlp=128, embed_dim=64)
 RECIPE = dict(lr=2e-3, batch_size=24, steps=1000)
-WHERE = ("left", "right", "middle")
-
-
-class BlipShapesTokenizer(ShapesTokenizer):
-    """The shapes tokenizer plus BLIP's [DEC] and [ENC] (ids V and V + 1). <bos> = [CLS], <eos> = [SEP]."""
-
-    def __init__(self, max_length=16):
-        super().__init__(max_length=max_length)
-        self.dec_token_id, self.enc_token_id = len(self.vocab), len(self.vocab) + 1
-
-    @property
-    def vocab_size(self):
-        return len(self.vocab) + 2
-
-    def __len__(self):
-        return self.vocab_size
-
-    def decode(self, ids, skip_special_tokens=True):
-        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
-        special = (self.dec_token_id, self.enc_token_id)
-        if not skip_special_tokens and any(i in special for i in ids):
-            raise ValueError("[DEC] / [ENC] have no text; decode with skip_special_tokens=True")
-        return super().decode([i for i in ids if i not in special], skip_special_tokens)
 
 
 def tiny_config(tokenizer, size=TINY, label_smoothing=0.1):
@@ -138,105 +116,6 @@ def vqa_model(model: BlipForPretraining):
     """BLIP starts VQA from the pre-trained encoder (question) and decoder (answer), Sec. 5.3."""
     return _take(BlipForQuestionAnswering(model.config), model, ("vision_model", "text_encoder", "text_decoder"))
 
-
-# -- captions -------------------------------------------------------------------------------------------
-
-def _words(caption, vocabulary):
-    return [w for w in caption.split() if w in vocabulary]
-
-
-@torch.no_grad()
-def generate_captions(model, tokenizer, pixel_values, max_new_tokens=10):
-    """Greedy captions (strings) from a BlipForConditionalGeneration; [DEC] alone is the prompt."""
-    ids = model.generate(pixel_values, max_new_tokens=max_new_tokens)  # (B, 1 + n)
-    return [tokenizer.decode(row) for row in ids]
-
-
-def caption_scores(predicted, truths):
-    """Exact-match rate and per-attribute accuracy: the colour / shape / position words of the
-    caption, in order, equal the true ones."""
-    n = len(truths)
-    score = {"exact": sum(p == t for p, t in zip(predicted, truths)) / n}
-    for name, vocab in (("color", COLORS), ("shape", SHAPES), ("where", WHERE)):
-        score[name] = sum(_words(p, vocab) == _words(t, vocab) for p, t in zip(predicted, truths)) / n
-    return score
-
-
-def caption_quality(model, tokenizer, world, processor, split, count=200, start=EVAL_START):
-    scenes = world.scenes(count, split, start=start)
-    pixel_values = processor([s.image for s in scenes])["pixel_values"]
-    predicted = generate_captions(model, tokenizer, pixel_values)
-    score = caption_scores(predicted, [s.caption for s in scenes])
-    score["examples"] = [(s.caption, p) for s, p in list(zip(scenes, predicted))[:4]]
-    return score
-
-
-# -- retrieval ------------------------------------------------------------------------------------------
-
-def distinct_scenes(world, split, count, start=EVAL_START):
-    """`count` fresh scenes with pairwise different captions (a duplicate caption would be a second right
-    answer). The held-out split has only 6 combinations x 3 positions = 18 captions with one shape."""
-    scenes, seen, index = [], set(), start
-    while len(scenes) < count:
-        if index - start > 100 * count:
-            raise ValueError(f"could not find {count} scenes with distinct captions in split {split!r}")
-        scene = world.scene(index, split)
-        index += 1
-        if scene.caption not in seen:
-            seen.add(scene.caption)
-            scenes.append(scene)
-    return scenes
-
-
-def with_first_token(input_ids, token_id):
-    """BLIP marks the image-grounded encoder's input with [ENC] in place of [CLS]."""
-    ids = input_ids.clone()
-    ids[:, 0] = token_id
-    return ids
-
-
-@torch.no_grad()
-def match_probability(model: BlipForImageTextRetrieval, tokenizer, image_embeds, texts):
-    """P(match) from the ITM head for each (image i, text i) pair: image_embeds (M, 1 + N, D), M texts -> (M,)."""
-    tok = tokenizer(texts)
-    ids = with_first_token(tok["input_ids"], tokenizer.enc_token_id)
-    fused = model.text_encoder(ids, tok["attention_mask"], encoder_hidden_states=image_embeds).last_hidden_state
-    return model.itm_head(fused[:, 0]).softmax(-1)[:, 1]
-
-
-@torch.no_grad()
-def retrieval_recall(model: BlipForImageTextRetrieval, tokenizer, world, processor, split, count=32, k=8):
-    """R@1 image->text and text->image among `count` scenes with distinct captions: by ITC cosine, and
-    with BLIP's re-ranking (the top-k by ITC re-scored by the ITM head, Sec. 5.1)."""
-    scenes = distinct_scenes(world, split, count)
-    captions = [s.caption for s in scenes]
-    image_embeds = model.encode_image(processor([s.image for s in scenes])["pixel_values"]).last_hidden_state
-    tok = tokenizer(captions)
-    text_embeds = model.text_encoder(tok["input_ids"], tok["attention_mask"]).last_hidden_state
-    image_feat, text_feat = model.image_text_features(image_embeds, text_embeds)
-    sim = image_feat @ text_feat.t()  # (N images, N texts)
-    truth = torch.arange(count)
-    k = min(k, count)
-
-    def rerank(sim):  # rows are queries; returns (N,) the chosen candidate per query
-        top = sim.topk(k, dim=1).indices  # (N, k)
-        rows = torch.arange(count).repeat_interleave(k)
-        return top, rows, top.reshape(-1)
-
-    top, rows, cols = rerank(sim)  # image queries: (image rows[j], text cols[j])
-    p = match_probability(model, tokenizer, image_embeds[rows], [captions[c] for c in cols.tolist()])
-    i2t_itm = top.gather(1, p.view(count, k).argmax(1, keepdim=True)).squeeze(1)
-    top_t, rows_t, cols_t = rerank(sim.t())  # text queries: (text rows_t[j], image cols_t[j])
-    p = match_probability(model, tokenizer, image_embeds[cols_t], [captions[r] for r in rows_t.tolist()])
-    t2i_itm = top_t.gather(1, p.view(count, k).argmax(1, keepdim=True)).squeeze(1)
-    return {"i2t_itc": (sim.argmax(1) == truth).float().mean().item(),
-            "t2i_itc": (sim.argmax(0) == truth).float().mean().item(),
-            "i2t_itm": (i2t_itm == truth).float().mean().item(),
-            "t2i_itm": (t2i_itm == truth).float().mean().item(),
-            "chance": 1 / count, "count": count}
-
-
-# -- VQA: a short fine-tune of the pre-trained encoder + decoder --------------------------------------
 
 def qa_batches(world, tokenizer, processor, batch_size, start=0, seed=0):
     """Endless batches of (image, one of its questions, the one-word answer): the question as the

@@ -31,7 +31,8 @@ from ..models.blip2 import Blip2Config, Blip2ForConditionalGeneration
 from ..models.blip2_pretrain import Blip2QFormerForPretraining
 from ..text.qformer import QFormerConfig
 from .dual_encoder import pairs
-from .llava import (CHAT, TINY_LM, build_llava, caption_records, evaluate, exchange_records, llava_loss, materialise,
+from ..evaluation.answers import CHAT
+from .llava import (TINY_LM, build_llava, caption_records, evaluate, exchange_records, llava_loss, materialise,
                     random_batches, run_setup, strip_images, text_loss)
 from .loop import TrainConfig, train
 from .plot import save_loss_curve

@@ -22,7 +22,8 @@ import torch
 from .. import generation
 from ..data.shapes import COLORS, SHAPES
 from ..models.blip import _DecoderStep
-from .blip import EVAL_START, match_probability
+from ..data.shapes import EVAL_START
+from ..evaluation.retrieval import match_probability
 
 CORRUPTIONS = ("color", "shape", "random")
 

@@ -26,16 +26,13 @@ from ..data.shapes_tokenizer import ShapesTokenizer
 from ..models.clip import CLIPConfig, CLIPModel, clip_text_config, clip_vision_config
 from ..models.siglip import SiglipConfig, SiglipModel, siglip_text_config, siglip_vision_config
 from ..processing.processors import processor_from_config
-from ..zero_shot import class_embeddings, classify
+from ..evaluation.zero_shot import tokenize_fn, zero_shot_accuracy
 from .export import clip_hf_config, save_pretrained, siglip_hf_config
 from . import distributed
 from .card import write_card
 from .loop import TrainConfig, options_from_args, train
 from .plot import save_loss_curve
 
-# Prompt templates for zero-shot: the captions' own phrasings (the tokenizer knows no other words).
-TEMPLATES = ("a {}", "a {} on the left", "a {} on the right", "a {} in the middle")
-EVAL_START = 10**9       # scene indices for evaluation: far from any training index
 MAX_CLIP_LOGIT_SCALE = 4.6052  # ln 100: CLIP clips the temperature at 100 (paper, section 2.5)
 
 # A model small enough to learn in a few CPU minutes: 32x32 images in 4x4 patches (64 tokens). With
@@ -101,14 +98,6 @@ def make_processor(kind, image_size):
     return processor_from_config(cfg["image_processor_type"], cfg)
 
 
-def tokenize_fn(kind, tokenizer):
-    """SigLIP's text tower pools the LAST position, so its texts are padded to one fixed length
-    (and it takes no attention mask, as SigLIP was trained); CLIP pools at <eos>."""
-    if kind == "siglip":
-        return lambda texts: {"input_ids": tokenizer(texts, padding="max_length")["input_ids"]}
-    return lambda texts: tokenizer(texts)
-
-
 def pairs(world, tokenize, processor, batch_size, start=0, split="train"):
     """Endless batches {input_ids, (attention_mask), pixel_values} of DISTINCT captions.
 
@@ -139,22 +128,6 @@ def contrastive_step(model, batch):
 def clamp_temperature(model, step):
     with torch.no_grad():
         model.logit_scale.clamp_(max=MAX_CLIP_LOGIT_SCALE)
-
-
-@torch.no_grad()
-def zero_shot_accuracy(model, world, tokenize, processor, split, count=240, templates=TEMPLATES):
-    """Fraction of `count` fresh scenes of `split` whose shape's name ranks first among ALL the
-    world's class names (24: chance is 1/24 ~ 4%), with the prompt ensemble of TEMPLATES."""
-    was_training = model.training
-    model.eval()
-    names = world.class_names()
-    classes = class_embeddings(model, tokenize, names, templates)  # (24, E)
-    scenes = world.scenes(count, split, start=EVAL_START)
-    device = next(model.parameters()).device
-    pixel_values = processor([s.image for s in scenes])["pixel_values"].to(device)
-    predicted = classify(model, pixel_values, classes).argmax(dim=-1).tolist()
-    model.train(was_training)
-    return sum(names[p] == s.shapes[0].name for p, s in zip(predicted, scenes)) / count
 
 
 def train_dual_encoder(kind, steps=None, out=None, seed=0, device="cpu", lr=None, batch_size=None,

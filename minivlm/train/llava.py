@@ -14,7 +14,7 @@ Data goes the way a real LLaVA run's does: LLaVA-JSON records (data/llava_datase
 `shapes_records`) -> LlavaDataset (template, label mask checked at every reply boundary, HF's
 expanded <image> convention) -> LlavaCollator -> the model's own loss.
 
-Tokenizer: the character-level Llama-2-style tokenizer of trace.py (tokenizer.json written in code,
+Tokenizer: the character-level Llama-2-style tokenizer of processing/tiny_tokenizer.py (tokenizer.json written in code,
 read by weights_convert.load_tokenizer). The word-level ShapesTokenizer cannot say "USER:", "." or
 "</s>", which every conversation template needs; the character one can say anything, so the dataset,
 the templates and the label checks run unchanged. The price: ~60 tokens per exchange instead of ~12.
@@ -40,22 +40,21 @@ from pathlib import Path
 import torch
 
 from ..data.llava_dataset import LlavaCollator, LlavaDataset, shapes_records
-from ..data.shapes import ShapesWorld
+from ..data.shapes import EVAL_START, ShapesWorld
 from ..models.llava import LlavaConfig, LlavaForConditionalGeneration, freeze
-from ..models.llava_splice import expand_image_tokens, tokenizer_image_token
-from ..processing.conversation import DEFAULT_IMAGE_TOKEN, Template, render
+from ..processing.conversation import DEFAULT_IMAGE_TOKEN
 from ..text.llama_config import LlamaConfig
-from ..trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
-from .dual_encoder import EVAL_START, load_vision_tower, train_dual_encoder
+from ..processing.tiny_tokenizer import ADDED, tiny_vocabulary, write_tiny_tokenizer
+from ..evaluation.answers import CHAT, answer, chat_prompt, question_type
+from .dual_encoder import load_vision_tower, train_dual_encoder
 from . import distributed
+from .llava_loss import llava_loss
 from .loop import TrainConfig, options_from_args, train, trained_tokens
 from .plot import save_loss_curve
 
 # vicuna_v1 without its 170-character system prompt: "USER: <image>\nq ASSISTANT: a</s>". Replies end
 # with </s> so the model learns to stop. Its generation prompt is the llava-hf one the trace uses.
-CHAT = Template("shapes_chat", "two", "", ("USER", "ASSISTANT"), " ", "</s>")
 DESCRIBE = "describe the image."
-QUESTION_TYPES = (("how many", "count"), ("what color", "color"), ("what shape", "shape"), ("where", "position"))
 
 TINY_LM = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2)
@@ -80,16 +79,6 @@ RECIPE = dict(max_shapes=2, feature_layer=-1, select="full", scenes=2000, batch_
               clip_steps=None, attribute_questions=False, text_on="all")
 
 
-def question_type(question):
-    for start, kind in QUESTION_TYPES:
-        if question.startswith(start):
-            return kind
-    raise ValueError(f"unknown question {question!r}; expected one starting with "
-                     f"{[s for s, _ in QUESTION_TYPES]}")
-
-
-# --- the model -----------------------------------------------------------------------------------
-
 def clip_tower(clip_run, clip_steps=None, progress=True):
     """The trained CLIP ViT and its preprocessor config, from `clip_run`; trains and saves it there
     first (dual_encoder.train_dual_encoder) when the folder holds no model."""
@@ -104,7 +93,7 @@ def clip_tower(clip_run, clip_steps=None, progress=True):
 
 def build_llava(tower, vocab_size, lm=TINY_LM, seed=0, feature_layer=-2, select="default"):
     """A LLaVA around a trained tower: new projector, new tiny Llama speaking the character vocabulary.
-    The <image> and <pad> ids are the two added tokens after the vocabulary (trace.ADDED)."""
+    The <image> and <pad> ids are the two added tokens after the vocabulary (processing.tiny_tokenizer.ADDED)."""
     torch.manual_seed(seed)
     base = len(tiny_vocabulary())
     image_id, pad_id = base + ADDED.index("<image>"), base + ADDED.index("<pad>")
@@ -181,11 +170,6 @@ def random_batches(items, collator, batch_size, seed=0):
         yield collator(rng.sample(items, min(batch_size, len(items))))
 
 
-def llava_loss(model, batch):
-    return model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                 attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-
-
 def text_loss(lm, batch):
     """LM pre-training: every real token is a target (labels were masked to replies by the dataset)."""
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
@@ -195,35 +179,6 @@ def text_loss(lm, batch):
 def text_tokens(batch):
     """What text_loss trains on: every real token after the first (its loss_weight)."""
     return float(batch["attention_mask"][:, 1:].sum())
-
-
-# --- answers and accuracy ------------------------------------------------------------------------
-
-@torch.no_grad()
-def answer(model, tokenizer, processor, images, prompts, max_new_tokens=12, stop=(2,), batch_size=64):
-    """Greedy replies to (image, prompt text holding <image>) pairs; prompts left-padded in batches."""
-    cfg = model.config
-    model.eval()
-    collator = LlavaCollator(cfg.text_config.pad_token_id, padding_side="left")
-    replies = []
-    for s in range(0, len(prompts), batch_size):
-        items = []
-        for image, text in zip(images[s:s + batch_size], prompts[s:s + batch_size]):
-            ids = expand_image_tokens(tokenizer_image_token(text, tokenizer), cfg.features_per_image,
-                                      cfg.image_token_index)
-            items.append(dict(id=len(items), input_ids=ids, labels=ids, pixel_values=processor(image)["pixel_values"]))
-        batch = collator(items)
-        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             pixel_values=batch["pixel_values"], max_new_tokens=max_new_tokens,
-                             eos_token_id=list(stop))
-        for row in out[:, batch["input_ids"].shape[1]:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in stop), len(row))
-            replies.append(tokenizer.decode(row[:cut]).strip())
-    return replies
-
-
-def chat_prompt(question):
-    return render(CHAT, [("human", f"{DEFAULT_IMAGE_TOKEN}\n{question}")], add_generation_prompt=True).text
 
 
 _PHRASE = re.compile(r"a (\w+) (\w+)")

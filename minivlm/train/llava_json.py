@@ -37,7 +37,7 @@ from ..processing.conversation import render
 from . import distributed
 from .batches import ShardedBatches
 from .card import DESCRIPTIONS, write_card
-from .llava import llava_loss
+from .llava_loss import llava_loss
 from .loop import TrainConfig, train, trained_tokens
 from .plot import save_loss_curve
 

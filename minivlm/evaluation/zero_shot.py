@@ -13,6 +13,8 @@ a logit_scale). For SigLIP the softmax ranks the classes the same way its sigmoi
 """
 import torch
 
+from ..data.shapes import EVAL_START
+
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
@@ -58,3 +60,33 @@ def zero_shot(model, tokenize, pixel_values, class_names, templates=DEFAULT_TEMP
     """Probabilities (B, K) of each image over the class names, and the predicted names."""
     probs = classify(model, pixel_values, class_embeddings(model, tokenize, class_names, templates), sigmoid)
     return probs, [class_names[i] for i in probs.argmax(dim=-1).tolist()]
+
+
+# --- the shapes world: the shipped CLIP / SigLIP measured ---------------------------------------
+
+# Prompt templates for zero-shot: the captions' own phrasings (the tokenizer knows no other words).
+TEMPLATES = ("a {}", "a {} on the left", "a {} on the right", "a {} in the middle")
+
+
+def tokenize_fn(kind, tokenizer):
+    """SigLIP's text tower pools the LAST position, so its texts are padded to one fixed length
+    (and it takes no attention mask, as SigLIP was trained); CLIP pools at <eos>."""
+    if kind == "siglip":
+        return lambda texts: {"input_ids": tokenizer(texts, padding="max_length")["input_ids"]}
+    return lambda texts: tokenizer(texts)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, world, tokenize, processor, split, count=240, templates=TEMPLATES):
+    """Fraction of `count` fresh scenes of `split` whose shape's name ranks first among ALL the
+    world's class names (24: chance is 1/24 ~ 4%), with the prompt ensemble of TEMPLATES."""
+    was_training = model.training
+    model.eval()
+    names = world.class_names()
+    classes = class_embeddings(model, tokenize, names, templates)  # (24, E)
+    scenes = world.scenes(count, split, start=EVAL_START)
+    device = next(model.parameters()).device
+    pixel_values = processor([s.image for s in scenes])["pixel_values"].to(device)
+    predicted = classify(model, pixel_values, classes).argmax(dim=-1).tolist()
+    model.train(was_training)
+    return sum(names[p] == s.shapes[0].name for p, s in zip(predicted, scenes)) / count

@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from .blocks.fused import fuse_projections
-from .fast import CompiledDecoder, quantize_int8
-from .fast.cpu import cpu_info, cpu_summary, matvec_route_ok
-from .generation import generate
-from .processing.anyres import tokens_per_image
+from ..blocks.fused import fuse_projections
+from ..fast import CompiledDecoder, quantize_int8
+from ..fast.cpu import cpu_info, cpu_summary, matvec_route_ok
+from ..generation import generate
+from ..processing.anyres import tokens_per_image
 
 SMOLLM = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
               num_key_value_heads=3, tie_word_embeddings=True)

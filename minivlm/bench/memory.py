@@ -2,7 +2,7 @@
 memory <= transformers' for the same prompt and length"), measured on the CPU.
 
     python -m minivlm bench --memory [--workloads decode ...] [--toy]
-    from minivlm.bench_memory import run_memory_bench, format_memory_table
+    from minivlm.bench.memory import run_memory_bench, format_memory_table
 
 torch keeps no allocation counter on the CPU (torch.cuda.max_memory_allocated has no CPU twin), so
 this measures what the operating system sees: resident pages. Done naively that lies in two ways,
@@ -10,7 +10,7 @@ and each is closed here:
 
 * one process for both implementations lets the second reuse pages the first freed (glibc keeps
   freed heap memory mapped), so its peak hides. Each implementation runs in a FRESH subprocess
-  (`python -m minivlm.bench_memory --child SPEC`), one at a time, loading the same saved folder.
+  (`python -m minivlm.bench.memory --child SPEC`), one at a time, loading the same saved folder.
 * transformers maps the safetensors file (as minivlm's loader does with mmap=True), so its weights
   become resident only when the first forward reads them: "memory during generate" would count the
   weights. The child reads every weight once (`touch`) before the baseline is taken.
@@ -42,10 +42,10 @@ from statistics import median
 
 import torch
 
-from .bench import SMOLLM, TINYLLAMA, TOY_LLAMA, minivlm_greedy, transformers_greedy
+from .speed import SMOLLM, TINYLLAMA, TOY_LLAMA, minivlm_greedy, transformers_greedy
 
 MB = 2 ** 20
-# workload -> (Llama shape, dtype, prompt tokens, new tokens). The first two are bench.py's decode
+# workload -> (Llama shape, dtype, prompt tokens, new tokens). The first two are speed.py's decode
 # workloads; decode_long makes the KV cache count (it grows with prompt + new tokens).
 CASES = {"decode": (SMOLLM, "float32", 128, 64),
          "decode_1b": (TINYLLAMA, "bfloat16", 64, 32),
@@ -124,7 +124,7 @@ def load(impl, folder, dtype):
 
 
 def generate_fn(impl, model, ids, new_tokens):
-    """The generate call bench.py times, for the one model this child loaded."""
+    """The generate call speed.py times, for the one model this child loaded."""
     mask = torch.ones_like(ids)
     if impl == "transformers":
         return transformers_greedy(model, ids, mask, new_tokens)
@@ -183,7 +183,7 @@ def run_child(spec, timeout=1800):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "minivlm.bench_memory", "--child", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "minivlm.bench.memory", "--child", json.dumps(spec)],
                           capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {spec.get('impl', 'calibrate')} failed (exit {proc.returncode}):\n"
@@ -194,7 +194,7 @@ def run_child(spec, timeout=1800):
 def save_reference(shape, dtype, folder):
     """The transformers Llama from `shape`, seeded, built directly in `dtype`, saved to `folder`."""
     import transformers
-    from .bench import default_dtype
+    from .speed import default_dtype
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
@@ -262,11 +262,11 @@ def format_memory_table(rows):
     lines.append("")
     lines.append("MB = MiB. Each implementation in a fresh process, 1 thread, the model loaded and resident first; "
                  "RSS from VmHWM (medians over the repeats), tensors from the profiler's allocation events "
-                 "(minivlm/bench_memory.py)")
+                 "(minivlm/bench/memory.py)")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "--child":
-        sys.exit("usage: python -m minivlm.bench_memory --child SPEC_JSON (run_memory_bench starts these)")
+        sys.exit("usage: python -m minivlm.bench.memory --child SPEC_JSON (run_memory_bench starts these)")
     print(json.dumps(child(json.loads(sys.argv[2]))))
