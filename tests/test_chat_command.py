@@ -22,9 +22,8 @@ def known_scene(tmp_path_factory):
     asked through the training code's own path (train/llava.py's answer), saved as a PNG."""
     import weights_convert
     from minivlm import pretrained
-    from minivlm.data.shapes import ShapesWorld
-    from minivlm.train.dual_encoder import EVAL_START
-    from minivlm.train.llava import answer, chat_prompt
+    from minivlm.data.shapes import EVAL_START, ShapesWorld
+    from minivlm.evaluation.answers import answer, chat_prompt
     folder = pretrained.path("shapes-llava")
     model = weights_convert.load_pretrained(folder, dtype=torch.float32)
     tokenizer, processor = weights_convert.load_tokenizer(folder), weights_convert.load_image_processor(folder)
