@@ -2,7 +2,7 @@
 at Any Resolution"): LLaVA's recipe with three switches and two new ideas.
 
     pixel_values (N, 3*2*14*14) + image_grid_thw (I, 3)   the processor's patches, any image size
-      -> visual: the one ViT with packed=True             Conv3d patches, 2-D RoPE, images kept apart
+      -> visual: PackedVisionTransformer                  Conv3d patches, 2-D RoPE, images kept apart
          -> PatchMerger (its pooler): 2x2 neighbours       (N / 4, D_t) LM tokens
     (pixel_values_videos + video_grid_thw: the same tower, frames in pairs)
     input_ids (B, L) with one <|image_pad|> / <|video_pad|> per merged token
@@ -10,7 +10,7 @@ at Any Resolution"): LLaVA's recipe with three switches and two new ideas.
       -> the Qwen2 decoder with M-RoPE: (3, B, L) positions (models/mrope_positions.py)
       -> lm_head                                           logits (B, L, V)
 
-Names follow transformers' Qwen2VLForConditionalGeneration. Ours: visual (VisionTransformer),
+Names follow transformers' Qwen2VLForConditionalGeneration. Ours: visual (PackedVisionTransformer),
 language_model (LlamaForCausalLM with the Qwen2 switches and rope_parameters["mrope_section"]).
 
 Qwen2.5-VL (Bai et al. 2025) is the same class with four switches: RMSNorm and SwiGLU in the vision
@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..blocks.token_ids import lookup_tokens
+from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, prompt_positions, special_token_defaults
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
-from ..vision import VisionConfig, VisionTransformer
+from ..vision import PackedVisionTransformer, VisionConfig
+from .llava import merge_image_features
 from .mrope_positions import rope_index, token_types
 
 
@@ -58,21 +59,11 @@ class Qwen2VLConfig:
                              f"is {self.text_config.hidden_size} wide")
 
 
-def write_features(inputs_embeds, input_ids, features, token_id, what):
-    """The k-th placeholder (reading order, row by row) receives the k-th feature: (B, L, D)."""
-    slots = input_ids == token_id  # (B, L)
-    n_tokens = int(slots.sum())
-    if n_tokens != features.shape[0]:
-        raise ValueError(f"{what} tokens and {what} features do not match: input_ids hold {n_tokens} {what} "
-                         f"token(s) (id {token_id}) but the {what}_grid_thw give {features.shape[0]} feature(s)")
-    return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
-
-
 class Qwen2VLForConditionalGeneration(nn.Module):
     def __init__(self, cfg: Qwen2VLConfig):
         super().__init__()
         self.config = cfg
-        self.visual = VisionTransformer(cfg.vision_config)
+        self.visual = PackedVisionTransformer(cfg.vision_config)
         self.language_model = LlamaForCausalLM(cfg.text_config)
 
     def get_input_embeddings(self):
@@ -80,7 +71,7 @@ class Qwen2VLForConditionalGeneration(nn.Module):
 
     def get_image_features(self, pixel_values, image_grid_thw):
         """(N, C*T*p*p) patches of every image -> (N / m^2, D_t) LM tokens."""
-        return self.visual.forward_packed(pixel_values, image_grid_thw).pooler_output
+        return self.visual(pixel_values, image_grid_thw).pooler_output
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
         """Token embeddings with image and video features written at their placeholders: (B, L, D_t)."""
@@ -93,8 +84,8 @@ class Qwen2VLForConditionalGeneration(nn.Module):
             if grid is None:
                 raise ValueError(f"{what} pixels need {what}_grid_thw (t, h, w per {what}) to be read")
             name = "pixel_values" if what == "image" else "pixel_values_videos"
-            features = self.visual.forward_packed(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
-            inputs_embeds = write_features(inputs_embeds, input_ids, features, token, what)
+            features = self.visual(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
+            inputs_embeds = merge_image_features(inputs_embeds, input_ids, features, token, what)
         return inputs_embeds
 
     def position_ids(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
@@ -115,9 +106,7 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 logits_to_keep=0, output_hidden_states=False):
         """position_ids: (3, B, L), or None to compute them from the grids (HF's forward without a cache:
         get_rope_index when grids are given, else past..past+L-1 on all three axes)."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids (B, L) or inputs_embeds (B, L, D); got "
-                             + ("both" if input_ids is not None else "neither"))
+        check_one_input(input_ids, inputs_embeds)
         if input_ids is not None:
             cfg = self.config
             if past_key_values is None:

@@ -103,8 +103,10 @@ class BertLayer(nn.Module):
         """return_probs: also the attention map (B, H, L, Lc), for pictures."""
         if self.cross_attn is None:
             raise ValueError("encoder_hidden_states given, but this text model has no cross-attention layers")
-        out = self.cross_attn(x, context, mask=context_mask, cache=cache, return_probs=return_probs)
-        out, probs = out if return_probs else (out, None)
+        if return_probs:
+            out, probs = self.cross_attn.forward_with_probs(x, context, mask=context_mask, cache=cache)
+        else:
+            out = self.cross_attn(x, context, mask=context_mask, cache=cache)
         x = self.cross_attn_norm(x + self.dropout(out))
         return (x, probs) if return_probs else x
 
