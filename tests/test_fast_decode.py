@@ -126,7 +126,7 @@ def test_static_cache_refuses_to_overflow():
         cache.begin(new, k.device)
         cache[0].update(k[:, :, :new], k[:, :, :new])
         cache.advance()
-    assert len(cache) == 4 and cache[0].k.shape == (1, 2, 4, 4)
+    assert len(cache) == 4 and cache[0].k.shape == (1, 2, 4, 4)  # prompt 3 + room 1
     with pytest.raises(ValueError, match="static KV cache full: it holds 4 positions, 5 were asked for"):
         cache.begin(1, k.device)
 

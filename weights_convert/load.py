@@ -85,7 +85,8 @@ def stream_into(folder, load_plan, tensors, mmap=False):
             tensors[key].copy_(tensors[twin])
 
 
-def load_pretrained(folder, dtype="auto", device="cpu", mmap=False, fast=True):
+def load_pretrained(folder: str | Path, dtype: torch.dtype | str = "auto", device: str | torch.device = "cpu",
+                    mmap: bool = False, fast: bool = True) -> torch.nn.Module:
     """Build the minivlm model named by config.json's architectures[0] and fill it from the folder's
     weights, in eval() mode.
 

@@ -4,12 +4,15 @@ Each attention layer appends the keys and values of the new positions and attend
 them, so a decode step costs one position of compute instead of the whole prefix.
 
 * KVCache (the readable form): each layer's k, v grow by concatenation, (B, H_kv, T, Dh).
-* StaticKVCache (gpt-fast's and litgpt's): buffers of prompt + `room` positions, allocated at the
-  first forward (the prefill), written in place with index_copy_ at the slots the cache hands out.
-  A layer gets the *whole* buffer back and the decoder's mask hides the slots not written yet, so
-  every decode step has the same shapes: the same code runs eagerly and under torch.compile.
-  The cache owns its length: a forward reserves slots with `begin` and moves the length on with
-  `advance` once every layer has written, so a forward that raised leaves the length as it was.
+* StaticKVCache (gpt-fast's and litgpt's): buffers of prompt + `room` positions, written in place
+  with index_copy_ at the slots the cache hands out. In a decode step a layer gets the *whole*
+  buffer back and the decoder's mask hides the slots not written yet, so every step has the same
+  shapes: the same code runs eagerly and under torch.compile. The prompt attends over its own k, v;
+  the buffers are made when the prompt's forward has finished (`advance`), one layer at a time,
+  so they are never held beside the prompt's activations (a peak above a growing cache's, measured
+  by minivlm/bench_memory.py). The cache owns its length: a forward reserves its slots with `begin`
+  and moves the length on with `advance` once every layer has written, so a forward that raised
+  leaves the length as it was.
 
 Both keep `reorder(beam_idx)`: beam search keeps, per step, the rows of the beams it continues.
 """
@@ -71,23 +74,31 @@ class KVCache:
 
 
 class StaticLayerCache:
-    """One layer's keys and values in buffers (B, H_kv, size, Dh) written at the owner's slots."""
+    """One layer's keys and values: the prompt's own tensors while the prompt runs, then buffers
+    (B, H_kv, size, Dh) written at the owner's slots."""
 
     def __init__(self, owner: "StaticKVCache"):
         self.owner = owner
         self.k = self.v = None
 
-    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H_kv, L_new, Dh) -> whole buffers
-        if self.k is None:  # the first forward fixes batch, heads, widths, dtype and device
-            shape = (k.shape[0], k.shape[1], self.owner.size, k.shape[3])
-            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H_kv, L_new, Dh)
+        if len(self.owner) == 0:  # the prompt: attended as it is, copied into buffers by owner.advance()
+            self.k, self.v = owned(k), owned(v)
+            return self.k, self.v
         self.k.index_copy_(2, self.owner.slots, k)
         self.v.index_copy_(2, self.owner.slots, v)
-        return self.k, self.v
+        return self.k, self.v  # (B, H_kv, size, Dh): the whole buffers
+
+    def allocate(self, size: int) -> None:
+        """The prompt's k, v (B, H_kv, L, Dh) -> buffers (B, H_kv, size, Dh) holding them in [0, L)."""
+        k, v = self.k, self.v
+        slots = torch.arange(k.shape[2], device=k.device)
+        self.k = k.new_zeros(k.shape[0], k.shape[1], size, k.shape[3]).index_copy_(2, slots, k)
+        self.v = v.new_zeros(v.shape[0], v.shape[1], size, v.shape[3]).index_copy_(2, slots, v)
 
 
 class StaticKVCache:
-    """A KVCache of fixed size: the first forward's length + `room` positions (gpt-fast's static cache).
+    """A KVCache of fixed size: the prompt's length + `room` positions (gpt-fast's static cache).
 
     Layers are made on first use, so it needs neither the depth nor the widths of the model:
     `generate` makes one with room = max_new_tokens and hands it to the model's first call.
@@ -97,7 +108,7 @@ class StaticKVCache:
         self.room = room
         self.layers: list[StaticLayerCache] = []
         self.length = 0  # positions written by forwards that finished
-        self.size = None  # fixed by the first forward
+        self.size = None  # prompt + room, fixed by the prompt
         self.slots = None  # (L_new,) the positions the running forward writes
 
     def __getitem__(self, i: int) -> StaticLayerCache:
@@ -109,12 +120,12 @@ class StaticKVCache:
         return self.length
 
     def key_length(self, new: int) -> int:
-        """Every layer attends over the whole buffer; the mask hides what is not written yet."""
-        return self.size if self.size is not None else new + self.room
+        """The prompt attends over itself; a decode step over the whole buffer (the mask hides the rest)."""
+        return new if self.length == 0 else self.size
 
     def begin(self, new: int, device: torch.device) -> None:
         """Reserve the slots [length, length + new) for the forward about to run."""
-        if self.size is None:
+        if self.length == 0:
             self.size = new + self.room
         end = self.length + new
         if end > self.size:
@@ -123,7 +134,11 @@ class StaticKVCache:
         self.slots = torch.arange(self.length, end, device=device)
 
     def advance(self) -> None:
-        """The running forward finished: its positions count as cached."""
+        """The running forward finished: its positions count as cached (after the prompt, the buffers
+        are made, one layer at a time)."""
+        if self.length == 0:
+            for layer in self.layers:
+                layer.allocate(self.size)
         self.length += len(self.slots)
         self.slots = None
 

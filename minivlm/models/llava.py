@@ -28,7 +28,7 @@ from .clip import clip_vision_config
 from .projector import Projector, build_projector
 
 
-def llava_vision_config(**overrides):
+def llava_vision_config(**overrides) -> VisionConfig:
     """LLaVA-1.5's tower (CLIP ViT-L/14 at 336 px, HF LlavaConfig's default); overrides set the sizes."""
     cfg = dict(image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
     return clip_vision_config(**{**cfg, **overrides})
@@ -70,14 +70,14 @@ class LlavaConfig:
                                 self.vision_feature_select_strategy)
 
 
-def tokens_per_image(num_patches, class_token, strategy):
+def tokens_per_image(num_patches: int, class_token: bool, strategy: str) -> int:
     """Features selected from one image (or tile): 'default' drops the first token — [CLS] in a CLIP
     tower; in a tower without one (SigLIP) transformers drops the first *patch* all the same
     (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm mirrors it."""
     return num_patches + int(class_token) - int(strategy == "default")
 
 
-def check_feature_selection(layer, strategy, num_layers):
+def check_feature_selection(layer: int | list[int], strategy: str, num_layers: int) -> None:
     if strategy not in ("default", "full"):
         raise ValueError(f"vision_feature_select_strategy must be 'default' or 'full', got {strategy!r}")
     layers = [layer] if isinstance(layer, int) else list(layer)
@@ -110,7 +110,7 @@ def tower_features(tower, pixel_values, layer, strategy):
     return join_features(tower.hidden_states_at(pixel_values, layers), strategy)
 
 
-def join_features(picked, strategy):
+def join_features(picked: list[torch.Tensor], strategy: str) -> torch.Tensor:
     """The picked hidden states (I, 1 + N, D_v) each -> (I, N, k * D_v): see select_features."""
     if strategy == "default":
         picked = [h[:, 1:] for h in picked]  # (I, N, D_v)
@@ -153,7 +153,7 @@ class LlavaForConditionalGeneration(nn.Module):
                                                          bias=cfg.multimodal_projector_bias)
         self.language_model = LlamaForCausalLM(cfg.text_config)
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
 
     def get_image_features(self, pixel_values, vision_feature_layer=None, vision_feature_select_strategy=None):

@@ -31,7 +31,7 @@ from .llava import merge_image_features
 from .mrope_positions import rope_index, token_types
 
 
-def qwen2_vl_vision_config(**overrides):
+def qwen2_vl_vision_config(**overrides) -> VisionConfig:
     """Qwen2-VL's tower (HF Qwen2VLVisionConfig's defaults: 675M, 32 x 1280, patches 2 x 14 x 14)."""
     cfg = dict(image_size=14, patch_size=14, hidden_size=1280, num_layers=32, num_heads=16, intermediate_size=5120,
                hidden_act="quick_gelu", layer_norm_eps=1e-6, class_token=False, patch_bias=False,
@@ -66,10 +66,10 @@ class Qwen2VLForConditionalGeneration(nn.Module):
         self.visual = PackedVisionTransformer(cfg.vision_config)
         self.language_model = LlamaForCausalLM(cfg.text_config)
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
 
-    def get_image_features(self, pixel_values, image_grid_thw):
+    def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """(N, C*T*p*p) patches of every image -> (N / m^2, D_t) LM tokens."""
         return self.visual(pixel_values, image_grid_thw).pooler_output
 

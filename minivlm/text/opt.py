@@ -56,7 +56,7 @@ class OPTConfig:
                              f"num_attention_heads={self.num_attention_heads}")
 
 
-def mask_positions(attention_mask, past=0):
+def mask_positions(attention_mask: torch.Tensor, past: int = 0) -> torch.Tensor:
     """OPT's positions: count the real tokens (cumsum - 1), padding -> -1, the last L of them."""
     positions = attention_mask.long().cumsum(-1) * attention_mask.long() - 1  # (B, T)
     return positions[:, past:]
@@ -80,7 +80,7 @@ class OPTDecoderLayer(nn.Module):
             return x + self.dropout(fn(norm(x)))
         return norm(x + self.dropout(fn(x)))
 
-    def forward(self, x, mask, cache=None):  # (B, L, D) -> (B, L, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache=None) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask=mask, cache=cache))
         return self._sublayer(x, self.norm2, self.mlp)
 
