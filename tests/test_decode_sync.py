@@ -19,6 +19,7 @@ from minivlm.generation import prompt_positions
 from minivlm.parity import llama as llama_cases
 from minivlm.parity import llava as llava_cases
 from minivlm.parity import mistral as mistral_cases
+from minivlm.parity import qwen2_vl as qwen2_vl_cases
 from minivlm.parity.harness import build_seeded, convert_reference
 
 SYNCING = {"__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy", "nonzero", "masked_select",
@@ -54,7 +55,8 @@ def test_the_recorder_sees_host_reads():
 
 CASES = {"left-padded GQA llama": (llama_cases, "gqa-3to1-bias-head_dim-10/generate"),
          "sliding window (mistral)": (mistral_cases, "window-4-gqa-2to1/generate"),
-         "llava": (llava_cases, None)}
+         "llava": (llava_cases, None),
+         "qwen2-vl": (qwen2_vl_cases, None)}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def test_a_decode_step_reads_nothing_back(models, label):
     ours, inputs = models[label]
     reads, logits = step_reads(ours, inputs)  # the default swaps (load_pretrained applied them)
     assert reads == [], f"a decode step read the device: {reads}"
-    if label == "llava":  # its decoder is the LLaMA above: one model through its own forward is enough
+    if label in ("llava", "qwen2-vl"):  # their decoder is the LLaMA above: their own forward is what is new
         return
     fused = fuse_projections(copy.deepcopy(ours))
     assert step_reads(fused, inputs)[0] == []

@@ -90,7 +90,7 @@ def check_feature_selection(layer: int | list[int], strategy: str, num_layers: i
                              f"(valid: {-(num_layers + 1)} .. {num_layers})")
 
 
-def select_features(hidden_states, layer, strategy):
+def select_features(hidden_states: tuple[torch.Tensor, ...], layer: int | list[int], strategy: str) -> torch.Tensor:
     """The tower's hidden states -> the features LLaVA projects.
 
     hidden_states: tuple of (I, 1 + N, D_v), [0] the embeddings, [i] after layer i.
@@ -102,7 +102,8 @@ def select_features(hidden_states, layer, strategy):
     return join_features([hidden_states[k] for k in layers], strategy)
 
 
-def tower_features(tower, pixel_values, layer, strategy):
+def tower_features(tower: VisionTransformer, pixel_values: torch.Tensor, layer: int | list[int],
+                   strategy: str) -> torch.Tensor:
     """select_features(tower(pixel_values, output_hidden_states=True).hidden_states, layer, strategy),
     running only the tower layers the selection reads (VisionTransformer.hidden_states_at): with
     LLaVA's -2 the last layer is skipped. tests/test_fast_forward.py checks the two are equal."""
@@ -156,7 +157,8 @@ class LlavaForConditionalGeneration(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
 
-    def get_image_features(self, pixel_values, vision_feature_layer=None, vision_feature_select_strategy=None):
+    def get_image_features(self, pixel_values: torch.Tensor, vision_feature_layer: int | list[int] | None = None,
+                           vision_feature_select_strategy: str | None = None) -> torch.Tensor:
         """pixel_values (I, 3, H, W) -> projected features (I, N, D_t)."""
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
@@ -218,7 +220,7 @@ STAGES = {
 }
 
 
-def freeze(model, stage):
+def freeze(model: nn.Module, stage: int | str) -> list[str]:
     """Set requires_grad for a training stage (1 or 2, or "pretrain" / "finetune"); returns the names
     of the trainable parameters. Everything outside the stage's parts is frozen."""
     stage = {"pretrain": 1, "finetune": 2}.get(stage, stage)

@@ -107,9 +107,11 @@ class Qwen2VLForConditionalGeneration(nn.Module):
         """position_ids: (3, B, L), or None to compute them from the grids (HF's forward without a cache:
         get_rope_index when grids are given, else past..past+L-1 on all three axes)."""
         check_one_input(input_ids, inputs_embeds)
-        if input_ids is not None:
+        decoding = past_key_values is not None and len(past_key_values) > 0
+        pixels_given = pixel_values is not None or pixel_values_videos is not None
+        if input_ids is not None and (pixels_given or not decoding):  # a prompt: check, embed, write the features
             cfg = self.config
-            if past_key_values is None:
+            if not decoding:
                 for what, pixels, token in (("image", pixel_values, cfg.image_token_id),
                                             ("video", pixel_values_videos, cfg.video_token_id)):
                     n = int((input_ids == token).sum())
@@ -118,13 +120,15 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                                          f"pixel_values{'_videos' if what == 'video' else ''} were given")
             inputs_embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
             if position_ids is None and (image_grid_thw is not None or video_grid_thw is not None):
-                if past_key_values is not None:
+                if decoding:
                     raise ValueError("continuing from a cache needs position_ids (3, B, L); generate() passes them")
                 position_ids = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw,
                                                  mm_token_type_ids, second_per_grid_ts)
-        elif pixel_values is not None or pixel_values_videos is not None:
+            input_ids = None
+        elif input_ids is None and pixels_given:
             raise ValueError("pixels need input_ids to find their placeholder tokens")
-        return self.language_model(attention_mask=attention_mask, position_ids=position_ids,
+        # a decode step's ids (the model's own picks) go to the decoder unread: the host never waits there
+        return self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels,
                                    use_cache=use_cache, logits_to_keep=logits_to_keep,
                                    output_hidden_states=output_hidden_states)
