@@ -26,6 +26,7 @@ import torch
 from .fast import CompiledDecoder, fuse_projections, quantize_int8
 from .fast.cpu import cpu_info, cpu_summary, matvec_route_ok
 from .generation import generate
+from .processing.anyres import tokens_per_image
 
 SMOLLM = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
               num_key_value_heads=3, tie_word_embeddings=True)
@@ -298,7 +299,9 @@ def run_bench(workloads=WORKLOADS, dtype=None, device="cpu", batch_size=None, pr
             image_token = text["vocab_size"] - 1
             cfg = transformers.LlavaConfig(vision_config=transformers.CLIPVisionConfig(**vit),
                                            text_config=transformers.LlamaConfig(**text), image_token_index=image_token,
-                                           image_seq_length=(vit["image_size"] // vit["patch_size"]) ** 2,
+                                           # the count the model and processor share (CLIP tower, 'default')
+                                           image_seq_length=tokens_per_image(
+                                               (vit["image_size"] // vit["patch_size"]) ** 2, True, "default"),
                                            attn_implementation="sdpa")
             ref = lambda: transformers.LlavaForConditionalGeneration(cfg)
             b, n_img = batch_size or 1, cfg.image_seq_length

@@ -11,7 +11,8 @@ import torch
 
 from minivlm.cli import main
 from minivlm.parity import all_cases, assert_parity
-from minivlm.parity.checkpoint import check_image_processor, check_tokenizer, checkpoint_case, model_folders
+from minivlm.parity.checkpoint import (check_image_processor, check_processor, check_tokenizer, checkpoint_case,
+                                      model_folders)
 from minivlm.parity.harness import build_seeded
 from weights_convert.errors import CheckpointError
 
@@ -20,10 +21,11 @@ REAL = model_folders(ROOT) if ROOT else []
 
 
 def parity(capsys, *argv):
-    """(exit code, stdout) of `python -m minivlm parity ARGV`."""
+    """(exit code, stdout + stderr) of `python -m minivlm parity ARGV`."""
     with pytest.raises(SystemExit) as exit_:
         main(["parity", *argv])
-    return exit_.value.code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out + captured.err
 
 
 def _judge(rows):
@@ -54,6 +56,10 @@ def test_real_checkpoint_processor_and_tokenizer(folder, checkpoints_dir):
     except CheckpointError as e:
         pytest.skip(f"tokenizer not implemented in minivlm: {e}")
     _judge(rows)
+    try:
+        _judge(check_processor(folder))
+    except ImportError as e:
+        pytest.skip(f"transformers cannot build this folder's processor here: {e}")
 
 
 def one_reference_per_architecture():

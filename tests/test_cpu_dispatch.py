@@ -30,7 +30,7 @@ def test_probe_keeps_f_linear_where_the_matvec_kernel_differs(monkeypatch):
     weight = torch.randn(48, 32).bfloat16()
     monkeypatch.setenv(cpu.ENV_SWITCH, "on")
     cpu._probe.cache_clear()
-    monkeypatch.setattr(cpu, "_matvec", lambda w, b, v: torch.mv(w, v).float().add(1e-2).to(w.dtype))
+    monkeypatch.setattr(cpu, "_matvec", lambda w, v: torch.mv(w, v).float().add(1e-2).to(w.dtype))
     try:
         assert not cpu.matvec_route_ok(torch.bfloat16, weight)
     finally:
@@ -38,6 +38,7 @@ def test_probe_keeps_f_linear_where_the_matvec_kernel_differs(monkeypatch):
     monkeypatch.setenv(cpu.ENV_SWITCH, "off")
     assert not cpu.matvec_route_ok(torch.bfloat16, weight)
     monkeypatch.delenv(cpu.ENV_SWITCH)
+    assert not cpu.matvec_route_ok(torch.bfloat16, weight, bias=torch.zeros(48).bfloat16())  # addmv: never
     assert not cpu.matvec_route_ok(torch.float32, weight.float())
     assert not cpu.matvec_route_ok(torch.float16, weight.half())
 

@@ -259,7 +259,9 @@ def test_bench_cpu_time_clock():
     from minivlm.commands import bench as command
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    assert command.run(parser.parse_args(["--toy", "--cpu-time"])) == 2  # no --threads 1: refused
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="--cpu-time needs --threads 1"):  # no --threads 1: refused
+        command.run(parser.parse_args(["--toy", "--cpu-time"]))
     try:
         bench.CLOCK["now"] = time.thread_time
         result = bench.run_bench(["vision"], toy=True, repeats=1, log=lambda *a: None)

@@ -3,12 +3,14 @@ disk), starting from a LLaVA folder transformers wrote; stage 1 moves only the p
 projector and the LM; bad records are named and skipped or refused; transformers loads the result."""
 import argparse
 import json
+import shutil
 
 import pytest
 import torch
 
 from minivlm.commands import train as train_command
 from minivlm.data.shapes import ShapesWorld
+from minivlm.errors import UsageError
 from minivlm.trace import ADDED, tiny_vocabulary, write_tiny_tokenizer
 from minivlm.train.dual_encoder import processor_config
 
@@ -136,10 +138,64 @@ def test_cli_checkpoints_and_resume(start, data, tmp_path):
     losses = json.loads((run / "history.json").read_text())["losses"]
     cli(*common, "--resume", str(run), "--batch-size", "4", "--save-every", "2", "--keep", "1")
     assert (run / "model.safetensors").read_bytes() == first
+    cli("--resume", str(run))   # bare: the data, start, template, steps, lr, batch size ... are the run's
+    assert (run / "model.safetensors").read_bytes() == first
+    with pytest.raises(UsageError, match=r"--seed 3 \(the run has 0\)"):
+        cli("--resume", str(run), "--seed", "3")
+    with pytest.raises(UsageError, match=r"--batch-size 2 \(the run has 4\), --data .*other.json \(the run has"):
+        cli("--resume", str(run), "--batch-size", "2", "--data", str(tmp_path / "other.json"))
     assert json.loads((run / "history.json").read_text())["losses"] == losses
     assert len((folder / "log.jsonl").read_text().splitlines()) == 4
     cli(*common, "--out", str(tmp_path / "accum"), "--batch-size", "2", "--grad-accum", "2")
     accum = json.loads((tmp_path / "accum" / "history.json").read_text())["losses"]
     assert accum == pytest.approx(losses, rel=1e-5)
-    with pytest.raises(SystemExit, match="no checkpoints folder"):
+    with pytest.raises(UsageError, match="no checkpoints folder"):
         cli(*common, "--resume", str(tmp_path / "accum"))
+
+
+def test_images_are_resolved_against_the_json_folder(start, data, tmp_path, capsys):
+    """Without --images: one line says where the paths were looked up, with an example; a JSON beside
+    its images trains as is."""
+    from minivlm.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["train", "llava", "--data", str(data / "conversations.json"), "--from", str(start), "--steps", "1",
+              "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "resolved against --images DIR (without it, the JSON's folder)" in err
+    assert f"record 's0' -> {data / 'scene0.png'} is not a file" in err
+
+    beside = tmp_path / "beside"
+    shutil.copytree(data / "images", beside)
+    shutil.copy(data / "conversations.json", beside / "conversations.json")
+    model = tmp_path / "model"
+    shutil.copytree(start, model)   # the starting model with a card and figures of its own
+    (model / "README.md").write_text("# shapes-llava: the STARTING model's card\n")
+    (model / "evaluation.json").write_text(json.dumps({"accuracy": 0.99}))
+    cli("--data", str(beside / "conversations.json"), "--from", str(model), "--out", str(tmp_path / "run"),
+        "--steps", "2", "--batch-size", "4", "--on-bad-record", "skip", "--template", "llava_hf")
+    card = (tmp_path / "run" / "README.md").read_text()
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert "STARTING" not in card and "accuracy" not in evaluation
+    assert "conversations.json" in card and "| steps | 2 |" in card and "| records trained on | 24 |" in card
+    assert "--steps 2" in evaluation["command"] and evaluation["data"] == str(beside / "conversations.json")
+    figures = evaluation["figures"]
+    before, after = figures["loss on the first 24 records, before"], figures["loss on the first 24 records, after"]
+    assert before > 0 and after > 0 and before != after
+
+
+def test_bad_records_through_the_command_are_one_line(start, data, tmp_path, capsys):
+    from minivlm.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["train", "llava", "--data", str(data / "conversations.json"), "--images", str(data / "images"),
+              "--from", str(start), "--steps", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: 4 of 28 record(s) cannot be trained on (skip them with --on-bad-record skip)")
+    assert "'missing-file': image file" in err and "'empty-reply': reply 0 is empty" in err
+    with pytest.raises(SystemExit):   # too few records left for one batch: says which --batch-size fits
+        main(["train", "llava", "--data", str(data / "conversations.json"), "--images", str(data / "images"),
+              "--from", str(start), "--on-bad-record", "skip", "--batch-size", "30", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("error: 24 record(s) to train on (4 bad, skipped), fewer than one batch of 30: "
+                                    "pass --batch-size 24 or less, or more records")

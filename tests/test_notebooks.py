@@ -93,6 +93,8 @@ def test_the_notebooks_command_names_what_exists(capsys):
     from minivlm.commands import notebooks
     parser = argparse.ArgumentParser()
     notebooks.add_arguments(parser)
-    assert notebooks.run(parser.parse_args(["no_such_notebook"])) == 2
-    out = capsys.readouterr().out
-    assert "error: no notebook" in out and "no_such_notebook.ipynb" in out and "01_vit" in out
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError) as e:
+        notebooks.run(parser.parse_args(["no_such_notebook"]))
+    out = str(e.value)
+    assert "no notebook" in out and "no_such_notebook.ipynb" in out and "01_vit" in out

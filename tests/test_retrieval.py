@@ -294,4 +294,4 @@ def test_cli_index_and_search(tmp_path, gallery, scenes, capsys):
     assert e.value.code == 0 and scenes[1].caption in out
     with pytest.raises(SystemExit) as e:
         main(["search", "a red circle", "--index", str(tmp_path / "missing")])
-    assert e.value.code == 2 and "no index" in capsys.readouterr().out
+    assert e.value.code == 2 and "no index" in capsys.readouterr().err

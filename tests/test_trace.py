@@ -79,8 +79,9 @@ def test_shipped_model_on_own_image_and_question(capsys, tmp_path):
 
 
 def test_random_and_checkpoint_exclude_each_other(capsys, tmp_path):
-    code, out = run_trace(capsys, "--random", "--checkpoint", str(tmp_path))
-    assert code == 2 and "exclude each other" in out
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="exclude each other"):
+        run_trace(capsys, "--random", "--checkpoint", str(tmp_path))
 
 
 def test_checkpoint_folder(capsys, tmp_path):
@@ -93,8 +94,9 @@ def test_checkpoint_folder(capsys, tmp_path):
 
 
 def test_missing_image_file_is_a_clear_error(capsys, tmp_path):
-    code, out = run_trace(capsys, "--image", str(tmp_path / "nope.jpg"))
-    assert code == 2 and "no image file at" in out
+    from minivlm.errors import UsageError
+    with pytest.raises(UsageError, match="no image file at"):
+        run_trace(capsys, "--image", str(tmp_path / "nope.jpg"))
 
 
 @pytest.mark.parametrize("model", [[], ["--random"]], ids=["shipped", "random"])

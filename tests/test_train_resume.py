@@ -68,6 +68,7 @@ def tiny_run(folder, steps=4, resume=False, save_every=2):
     ("truncate", r"state\.pt is \d+ bytes, the manifest says \d+ \(truncated"),
     ("rng", r"rng-rank0\.pt has sha256 .* \(corrupted\)"),
     ("manifest", r"has no manifest\.json"),
+    ("unreadable", r"manifest\.json is unreadable"),   # the hint names the checkpoint's folder, not the file
 ])
 def test_a_damaged_checkpoint_is_refused_by_name(tmp_path, damage, message):
     tiny_run(tmp_path)
@@ -83,9 +84,12 @@ def test_a_damaged_checkpoint_is_refused_by_name(tmp_path, damage, message):
         data = bytearray((newest / "rng-rank0.pt").read_bytes())
         data[-30] ^= 0x01
         (newest / "rng-rank0.pt").write_bytes(bytes(data))
+    elif damage == "unreadable":
+        (newest / "manifest.json").write_text("{not json")
     else:
         (newest / "manifest.json").unlink()
-    with pytest.raises(CheckpointError, match=message + r".*\(delete it to resume from step-00000002\)"):
+    with pytest.raises(CheckpointError, match=message + r".*\(delete the folder .*step-00000004 to resume from "
+                                                          r"step-00000002\)"):
         tiny_run(tmp_path, resume=True)
 
 

@@ -10,6 +10,7 @@ and most recent checkpoints) takes tokenizer.json as is, a WordPiece model inclu
 import json
 from pathlib import Path
 
+from minivlm.processing.chat_template import load_chat_template
 from minivlm.processing.tokenizer import LARGE_INTEGER, AddedToken, template_from_json
 from minivlm.processing.siglip_tokenizer import SiglipTokenizer
 from minivlm.processing.tokenizer_families import (bert_tokenizer, clip_tokenizer, gpt2_tokenizer, llama_tokenizer,
@@ -110,7 +111,17 @@ def siglip_tokenizer(folder, spiece, config):
 
 
 def load_tokenizer(folder):
+    """A HF tokenizer folder -> a minivlm Tokenizer, with the folder's chat template (if any)."""
     folder = Path(folder)
+    tokenizer = build_tokenizer(folder)
+    try:
+        tokenizer.chat_template = load_chat_template(folder)
+    except ValueError as e:
+        raise CheckpointError(f"{folder}: {e}") from None
+    return tokenizer
+
+
+def build_tokenizer(folder):
     if not folder.is_dir():
         raise MissingConfigError(f"no tokenizer folder at {folder}")
     config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"

@@ -67,7 +67,7 @@ class KVCache:
         """Nothing to move on: the length is the tensors' own."""
 
     def reorder(self, beam_idx: Tensor) -> None:
-        """Keep, for each output row, the cached row beam_idx[row] (beam search)."""
+        """Row i takes old row beam_idx[i] (beam search); beam_idx may be longer than the batch."""
         for layer in self.layers:
             if layer.k is not None:
                 layer.k, layer.v = layer.k[beam_idx], layer.v[beam_idx]
@@ -143,8 +143,8 @@ class StaticKVCache:
         self.slots = None
 
     def reorder(self, beam_idx: Tensor) -> None:
-        """Keep, for each output row, the cached row beam_idx[row] (beam search), in the same buffers."""
+        """Row i takes old row beam_idx[i] (beam search: each prompt's rows copied for its beams, then
+        the beams' order each step); beam_idx may be longer than the batch."""
         for layer in self.layers:
             if layer.k is not None:
-                layer.k.copy_(layer.k[beam_idx])
-                layer.v.copy_(layer.v[beam_idx])
+                layer.k, layer.v = layer.k[beam_idx], layer.v[beam_idx]

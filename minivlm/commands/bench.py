@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from minivlm.errors import UsageError
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -44,24 +46,21 @@ def run(args):
     try:
         import transformers  # noqa: F401
     except ImportError:
-        print("bench needs the reference: pip install -e '.[dev]' (transformers)")
-        return 2
+        raise UsageError("bench needs the reference: pip install -e '.[dev]' (transformers)") from None
     import time
 
     from minivlm.bench import CLOCK, WORKLOADS, format_table, run_bench
     if args.memory:
         return run_memory(args)
     if args.workloads and not set(args.workloads) <= set(WORKLOADS):
-        print(f"{', '.join(sorted(set(args.workloads) - set(WORKLOADS)))}: a --memory workload only; "
-              f"speed workloads are {', '.join(WORKLOADS)}")
-        return 2
+        raise UsageError(f"{', '.join(sorted(set(args.workloads) - set(WORKLOADS)))}: a --memory workload only; "
+                         f"speed workloads are {', '.join(WORKLOADS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu_time:
         if args.threads != 1 or args.device != "cpu":
-            print(f"--cpu-time needs --threads 1 --device cpu (one thread does all the work), got "
-                  f"--threads {args.threads} --device {args.device}")
-            return 2
+            raise UsageError(f"--cpu-time needs --threads 1 --device cpu (one thread does all the work), got "
+                             f"--threads {args.threads} --device {args.device}")
         CLOCK["now"] = time.thread_time
     workloads = args.workloads or [w for w in WORKLOADS if not (args.quick and w == "decode_1b")]
     result = run_bench(workloads, dtype=getattr(torch, args.dtype) if args.dtype else None, device=args.device,
@@ -77,13 +76,12 @@ def run(args):
 def run_memory(args):
     from minivlm.bench_memory import CASES, TOY_CASES, format_memory_table, run_memory_bench
     if args.device != "cpu":
-        print(f"--memory measures host memory (resident pages) and runs on cpu, got --device {args.device}")
-        return 2
+        raise UsageError(f"--memory measures host memory (resident pages) and runs on cpu, got --device {args.device}")
     cases = TOY_CASES if args.toy else CASES
     unknown = [w for w in args.workloads or [] if w not in cases]
     if unknown:
-        print(f"--memory{' --toy' if args.toy else ''} workloads are {', '.join(cases)}; got {', '.join(unknown)}")
-        return 2
+        raise UsageError(f"--memory{' --toy' if args.toy else ''} workloads are {', '.join(cases)}; "
+                         f"got {', '.join(unknown)}")
     rows = run_memory_bench(args.workloads, toy=args.toy, batch=args.batch_size or 1, prompt_len=args.prompt_len,
                             new_tokens=args.new_tokens, repeats=1 if args.quick else args.repeats)
     print(format_memory_table(rows))

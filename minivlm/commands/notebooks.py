@@ -9,7 +9,9 @@ clocks, and tqdm's warning about a kernel without ipywidgets. Execution counts s
 one top-to-bottom run numbers the code cells 1, 2, 3 ..., the same every time, and
 tests/test_notebooks.py reads them as the proof that the stored outputs come from one such run.
 Seeds are fixed in the notebooks and PYTHONHASHSEED here, so a re-run rewrites the same outputs
-except timings the notebooks print themselves (training speed).
+except timings the notebooks print themselves (training speed) and the measured runtime, which is
+stored in the notebook's metadata (`metadata.minivlm.runtime_s`, seconds for the whole run in a fresh
+kernel) so tests/test_notebook_hygiene.py can hold notebooks/README.md's stated runtime to it.
 """
 import os
 import re
@@ -59,15 +61,19 @@ def clean(nb):
 
 
 def execute(path, timeout=600):
-    """Run one notebook in place (its own folder as the working directory); returns seconds taken."""
+    """Run one notebook in place (its own folder as the working directory); returns seconds taken,
+    also stored as the notebook's `metadata.minivlm.runtime_s`."""
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
     start = time.time()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(Path(path).parent)}}).execute()
-    nbformat.write(clean(nb), path)
-    return time.time() - start
+    seconds = time.time() - start
+    nb = clean(nb)
+    nb.metadata["minivlm"] = {"runtime_s": round(seconds, 1)}
+    nbformat.write(nb, path)
+    return seconds
 
 
 def run(args):
@@ -78,8 +84,8 @@ def run(args):
     try:
         paths = find(args.names)
     except FileNotFoundError as e:
-        print(f"error: {e}")
-        return 2
+        from minivlm.errors import UsageError
+        raise UsageError(str(e)) from None
     for path in paths:
         print(f"{path.name}: {execute(path, args.timeout):.0f}s", flush=True)
     return 0

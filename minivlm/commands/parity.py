@@ -12,11 +12,15 @@ import time
 
 import torch
 
+from minivlm.errors import UsageError
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_arguments(p):
-    p.add_argument("--family", action="append", help="only these families (default: all)")
+    from minivlm.parity import FAMILIES
+    p.add_argument("--family", action="append", choices=FAMILIES, metavar="FAMILY",
+                   help=f"only these families (repeat the option; default: all of {', '.join(FAMILIES)})")
     p.add_argument("--checkpoint", metavar="DIR", help="a local Hugging Face model folder to check")
     p.add_argument("--device", default=os.environ.get("MINIVLM_DEVICE", "cpu"))
     p.add_argument("--dtype", default="float32", choices=DTYPES)
@@ -33,12 +37,11 @@ def run(args):
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
-        print("parity needs the reference: pip install -e '.[dev]' (transformers)")
-        return 2
+        raise UsageError("parity needs the reference: pip install -e '.[dev]' (transformers)") from None
     from minivlm.parity import all_cases, check_case, format_table
     from minivlm.parity.harness import TOP1_AGREEMENT, default_tolerance
-    from minivlm.parity.checkpoint import (check_image_processor, check_tokenizer, checkpoint_case, peak_memory,
-                                           weights_size)
+    from minivlm.parity.checkpoint import (check_image_processor, check_processor, check_tokenizer, checkpoint_case,
+                                           peak_memory, weights_size)
     from weights_convert.errors import CheckpointError
 
     # The built-in models are tiny: extra OpenMP threads only wait on them (about 5x slower
@@ -59,9 +62,12 @@ def run(args):
                 rows += check_tokenizer(args.checkpoint)
             except CheckpointError as e:  # e.g. a WordPiece tokenizer: the model is still judged
                 notes.append(f"tokenizer not checked: {e}")
+            try:
+                rows += check_processor(args.checkpoint)
+            except ImportError as e:  # transformers' video processors need torchvision
+                notes.append(f"whole processor not checked (transformers could not build its own): {e}")
     except (CheckpointError, ValueError) as e:
-        print(f"parity: {e}")
-        return 2
+        raise UsageError(f"parity: {e}") from e
     failures = sum(not ok for *_, ok in rows)
     print(format_table(rows))
     budget = f"tolerance {tol:g}" if dtype == torch.float32 else \

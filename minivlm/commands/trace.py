@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from minivlm.errors import UsageError
+
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 
 
@@ -59,11 +61,9 @@ def run(args):
     from minivlm.trace import (SHAPES_LLAVA, compare, format_stages, load_default, load_folder, plot_stages,
                                reference_llava, shapes_sample, trace_llava, worst_diff)
     if args.image is not None and not os.path.isfile(args.image):
-        print(f"error: no image file at {args.image}")
-        return 2
+        raise UsageError(f"no image file at {args.image} (--image expects an image file)")
     if args.random and args.checkpoint:
-        print("error: --random and --checkpoint exclude each other (--random builds an untrained model)")
-        return 2
+        raise UsageError("--random and --checkpoint exclude each other (--random builds an untrained model)")
     dtype = getattr(torch, args.dtype)
     with_reference = not args.no_reference and _transformers_available()
     from minivlm.trace_next import is_next_checkpoint, run_command

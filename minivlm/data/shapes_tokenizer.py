@@ -9,12 +9,15 @@ they read ids. (A real checkpoint's BPE is loaded with weights_convert.load_toke
     tok.encode("a red circle on the left")      # [bos, a, red, circle, on, the, left, eos]
     tok(["a red circle", "a blue square on the right"])   # {"input_ids": (2, L), "attention_mask": (2, L)}
     tok.decode(ids)                             # "a red circle on the left"
+    tok.save_pretrained("runs/clip")            # tokenizer.json: load_tokenizer / AutoTokenizer read it
 
 Ids: 0 = <pad>, then the words in sorted order, then <bos> and <eos> LAST. As in CLIP's
 vocabulary, end-of-text is the largest id, so CLIP's pooling finds it by either rule (first
 eos_token_id, or the legacy argmax of a row) and it can never be confused with a word.
 """
+import json
 import re
+from pathlib import Path
 
 import torch
 
@@ -72,6 +75,32 @@ class ShapesTokenizer:
             raise ValueError(f"ids {bad} are outside the vocabulary of {len(self.vocab)} tokens")
         special = {self.pad_token_id, self.bos_token_id, self.eos_token_id} if skip_special_tokens else set()
         return " ".join(self.vocab[i] for i in ids if i not in special).replace(" ?", "?")
+
+    def save_pretrained(self, folder):
+        """tokenizer.json + tokenizer_config.json that weights_convert.load_tokenizer and transformers'
+        AutoTokenizer read, giving this tokenizer's ids: a WordPiece model whose every word is one whole
+        entry (so no word is ever split), lower-cased, split at spaces and punctuation ("?"), with
+        <bos> ... <eos> around the text and <pad> on the right. One difference: a word outside the
+        vocabulary becomes <pad> (WordPiece needs an unknown token) where this class raises."""
+        vocab = {w: i for i, w in enumerate(self.vocab)}
+        special = [dict(id=vocab[t], content=t, single_word=False, lstrip=False, rstrip=False, normalized=False,
+                        special=True) for t in (PAD, BOS, EOS)]
+        a, bos, eos = {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": BOS, "type_id": 0}}, \
+            {"SpecialToken": {"id": EOS, "type_id": 0}}
+        spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": special,
+                "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+                "post_processor": {"type": "TemplateProcessing", "single": [bos, a, eos], "pair": [bos, a, eos],
+                                   "special_tokens": {t: {"id": t, "ids": [vocab[t]], "tokens": [t]} for t in (BOS, EOS)}},
+                "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+                "model": {"type": "WordPiece", "unk_token": PAD, "continuing_subword_prefix": "##",
+                          "max_input_chars_per_word": 100, "vocab": vocab}}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+                  "unk_token": PAD, "model_max_length": self.max_length, "padding_side": "right",
+                  "clean_up_tokenization_spaces": True}
+        folder = Path(folder)
+        (folder / "tokenizer.json").write_text(json.dumps(spec) + "\n")
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1) + "\n")
+        return folder
 
     def __call__(self, texts, max_length=None, padding="longest"):
         """Texts -> {"input_ids", "attention_mask"}: (B, L) long tensors, padded on the right with <pad>.

@@ -22,20 +22,19 @@ from .cpu import matvec_route_ok  # the probe: equal bits and faster, measured o
 def takes_matvec(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> bool:
     """A single row (x (..., in) holding one vector) on the CPU, in eager mode (under torch.compile
     inductor rewrites torch.mv into its own loop, slower than the matmul it picks for F.linear), of a
-    (dtype, shape, bias) this machine's probe found bit-equal to F.linear and faster."""
+    (dtype, shape) this machine's probe found bit-equal to F.linear and faster, bias-free."""
     return (x.device.type == "cpu" and weight.dtype == x.dtype and x.numel() == x.shape[-1]
             and not torch.compiler.is_compiling() and matvec_route_ok(x.dtype, weight, bias))
 
 
 class MatvecLinear(nn.Linear):
-    """An nn.Linear whose one-row CPU inputs use torch.mv / addmv where the probe allows it."""
+    """An nn.Linear whose one-row CPU inputs use torch.mv where the probe allows it (never with a bias)."""
 
     def forward(self, x: Tensor) -> Tensor:  # (..., in) -> (..., out)
         if not takes_matvec(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
         v = x.reshape(-1)  # (in,)
-        y = torch.mv(self.weight, v) if self.bias is None else torch.addmv(self.bias, self.weight, v)  # (out,)
-        return y.view(*x.shape[:-1], -1)
+        return torch.mv(self.weight, v).view(*x.shape[:-1], -1)  # (out,): the probe passes bias-free layers only
 
 
 def use_matvec(model: nn.Module) -> nn.Module:

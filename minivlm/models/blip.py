@@ -91,20 +91,26 @@ class _DecoderStep:
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True):
         cache = past_key_values if past_key_values is not None else (self.decoder.new_cache() if use_cache else None)
+        context, context_mask = self.context, self.context_mask
+        if cache is not None and len(cache) and input_ids.shape[0] != context.shape[0]:
+            # beam search decodes K rows per image; the context's keys/values are in the (reordered)
+            # cache already, so only its row count has to match
+            context = context[:1].expand(input_ids.shape[0], -1, -1)
+            context_mask = None if context_mask is None else context_mask[:1].expand(input_ids.shape[0], -1)
         out = self.decoder(input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           encoder_hidden_states=self.context, encoder_attention_mask=self.context_mask,
+                           encoder_hidden_states=context, encoder_attention_mask=context_mask,
                            is_decoder=True, cache=cache)
         out.past_key_values = cache
         return out
 
 
-def decode(decoder, input_ids, attention_mask, context, context_mask, max_new_tokens, use_cache=True):
+def decode(decoder, input_ids, attention_mask, context, context_mask, max_new_tokens, use_cache=True, **options):
     cfg = decoder.config
     attention_mask = _generation_mask(input_ids, attention_mask, cfg.pad_token_id, cfg.sep_token_id)
     # A caption or answer ends at [SEP]; finished rows are filled with [PAD] (HF passes the same ids).
     return generation.generate(_DecoderStep(decoder, context, context_mask), input_ids, attention_mask,
                                max_new_tokens=max_new_tokens, eos_token_id=cfg.sep_token_id,
-                               pad_token_id=cfg.pad_token_id, use_cache=use_cache)
+                               pad_token_id=cfg.pad_token_id, use_cache=use_cache, **options)
 
 
 class BlipBase(nn.Module):
@@ -136,8 +142,9 @@ class BlipForConditionalGeneration(BlipBase):
 
     @torch.no_grad()
     def generate(self, pixel_values, input_ids=None, attention_mask=None, max_new_tokens=None, max_length=None,
-                 interpolate_pos_encoding=False, use_cache=True):
-        """Greedy caption, the same ids as HF's generate. A prompt ("a picture of") comes tokenized as
+                 interpolate_pos_encoding=False, use_cache=True, **options):
+        """Greedy caption, the same ids as HF's generate (options: HF's num_beams, repetition_penalty ...,
+        minivlm/generation.py). A prompt ("a picture of") comes tokenized as
         [CLS] ... [SEP]: like HF we put [DEC] in place of [CLS] and drop the last token (the [SEP])
         so the decoder continues the prompt. Without a prompt the caption starts from [DEC] alone."""
         image_embeds = self.encode_image(pixel_values, interpolate_pos_encoding).last_hidden_state
@@ -154,7 +161,7 @@ class BlipForConditionalGeneration(BlipBase):
             input_ids = input_ids[:, :-1]
             attention_mask = attention_mask[:, :-1] if attention_mask is not None else None
         steps = _max_new(max_new_tokens, max_length, input_ids.shape[1], self.config.text.max_position_embeddings)
-        return decode(self.text_decoder, input_ids, attention_mask, image_embeds, None, steps, use_cache)
+        return decode(self.text_decoder, input_ids, attention_mask, image_embeds, None, steps, use_cache, **options)
 
 
 class BlipForImageTextRetrieval(BlipBase):
@@ -232,12 +239,12 @@ class BlipForQuestionAnswering(BlipBase):
 
     @torch.no_grad()
     def generate(self, input_ids=None, pixel_values=None, attention_mask=None, max_new_tokens=None, max_length=None,
-                 interpolate_pos_encoding=False, use_cache=True):
-        """Greedy answer ids, [DEC] first, as HF's generate."""
+                 interpolate_pos_encoding=False, use_cache=True, **options):
+        """Greedy answer ids, [DEC] first, as HF's generate (options: HF's generate options)."""
         _, question = self.encode_question(input_ids, pixel_values, attention_mask, interpolate_pos_encoding)
         # HF lets the answer decoder see every question position here, padding included (its
         # question_attention_mask is all ones); we do the same to give the same answers.
         bos = torch.full((question.shape[0], 1), self.config.text.bos_token_id, dtype=torch.long,
                          device=question.device)
         steps = _max_new(max_new_tokens, max_length, 1, self.config.text.max_position_embeddings)
-        return decode(self.text_decoder, bos, None, question, None, steps, use_cache)
+        return decode(self.text_decoder, bos, None, question, None, steps, use_cache, **options)

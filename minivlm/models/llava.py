@@ -21,6 +21,7 @@ from torch import nn
 
 from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, special_token_defaults
+from ..processing.anyres import tokens_per_image
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import VisionConfig, VisionTransformer
@@ -62,19 +63,20 @@ class LlavaConfig:
     def num_feature_layers(self):
         return 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
 
+    def processor_fields(self):
+        """The LlavaProcessor / LlavaNextProcessor fields (processor_config.json's) under which the
+        processor counts an image's tokens as this model counts its features: e.g.
+        LlavaProcessor(tokenizer, image_processor, **cfg.processor_fields())."""
+        v = self.vision_config
+        return dict(patch_size=v.patch_size, vision_feature_select_strategy=self.vision_feature_select_strategy,
+                    num_additional_image_tokens=int(v.class_token))
+
     @property
     def features_per_image(self):
         """How many <image> tokens one image needs: the tower's tokens (patches, + [CLS] if it has one),
         less the first with 'default'."""
         return tokens_per_image(self.vision_config.num_patches, self.vision_config.class_token,
                                 self.vision_feature_select_strategy)
-
-
-def tokens_per_image(num_patches: int, class_token: bool, strategy: str) -> int:
-    """Features selected from one image (or tile): 'default' drops the first token — [CLS] in a CLIP
-    tower; in a tower without one (SigLIP) transformers drops the first *patch* all the same
-    (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm mirrors it."""
-    return num_patches + int(class_token) - int(strategy == "default")
 
 
 def check_feature_selection(layer: int | list[int], strategy: str, num_layers: int) -> None:
@@ -135,7 +137,8 @@ def merge_image_features(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, i
                  f"({image_features.shape[1]} per {what})" if image_features.dim() == 3 else
                  f"the {what}s give {n_features} feature(s)")
         raise ValueError(f"{what} tokens and {what} features do not match: input_ids hold {n_tokens} {what} "
-                         f"token(s) (id {image_token_id}) but {given}; the prompt needs one {what} token per feature")
+                         f"token(s) (id {image_token_id}) but {given}; the prompt needs one {what} token per feature "
+                         f"(build it with the model's processor: weights_convert.load_processor)")
     return inputs_embeds.masked_scatter(is_image[..., None], features.to(inputs_embeds.dtype))
 
 

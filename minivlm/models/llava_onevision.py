@@ -15,7 +15,6 @@ Names follow transformers' LlavaOnevisionForConditionalGeneration; the image fea
 <image> tokens, the video features to the <video> tokens (two ids, two counts, checked apart).
 """
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -23,47 +22,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..blocks.token_ids import lookup_tokens
-from ..processing.anyres import grid_shape, unpad_bounds
-from ..processing.llava_onevision import ONEVISION_PINPOINTS
+from ..processing.llava_onevision import (ONEVISION_PINPOINTS, max_tiles_of, onevision_image_tokens, shrunk_size,
+                                          video_tokens)
 from .llava import check_feature_selection, merge_image_features
 from .llava_next import LlavaNextConfig, LlavaNextForConditionalGeneration
-
-def max_tiles_of(vision_aspect_ratio):
-    """'anyres_max_9' -> 9: how many base tiles' worth of features the unpadded grid may keep."""
-    match = re.fullmatch(r"anyres_max_(\d+)", str(vision_aspect_ratio))
-    if not match:
-        raise ValueError(f"vision_aspect_ratio must be 'anyres_max_<N>' (e.g. 'anyres_max_9'), "
-                         f"got {vision_aspect_ratio!r}")
-    return int(match.group(1))
-
-
-def shrunk_size(rows, cols, patches_per_side, max_tiles):
-    """The unpadded grid's (rows, cols) after OneVision's shrink: with
-    ratio = sqrt(rows * cols / (max_tiles * n^2)), a grid with ratio > 1.1 becomes
-    (int(rows // ratio), int(cols // ratio)) — the reference's rule (pack_image_features), the 1.1
-    letting grids just over the budget through unchanged."""
-    ratio = math.sqrt(rows * cols / (max_tiles * patches_per_side ** 2))
-    if ratio > 1.1:
-        return int(rows // ratio), int(cols // ratio)
-    return rows, cols
-
-
-def onevision_image_tokens(image_size, geometry, max_tiles, tiled=True):
-    """How many <image> tokens one image becomes: base tile + (shrunk) unpadded grid with a newline
-    per row; an image of a several-image prompt (tiled=False) is its base tile + one newline."""
-    n = geometry.patches_per_side
-    if not tiled:
-        return geometry.tokens_per_tile + 1
-    rows, cols = grid_shape(image_size, geometry)
-    r0, r1, c0, c1 = unpad_bounds(image_size, (rows * n, cols * n))
-    h, w = shrunk_size(r1 - r0, c1 - c0, n, max_tiles)
-    return geometry.tokens_per_tile + h * (w + 1)
-
-
-def video_tokens(num_frames, patches_per_side):
-    """<video> tokens of one video: ceil(n/2)^2 pooled features per frame, + one newline at the end."""
-    return num_frames * math.ceil(patches_per_side / 2) ** 2 + 1
-
 
 def tiled_flags(batch_num_images, num_images):
     """Per image: read with anyres tiles (its prompt has one image) or from its base tile alone.

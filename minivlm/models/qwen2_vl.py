@@ -24,6 +24,7 @@ from torch import nn
 
 from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, prompt_positions, special_token_defaults
+from ..processing.qwen2_vl import merged_tokens
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
 from ..vision import PackedVisionTransformer, VisionConfig
@@ -85,6 +86,8 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 raise ValueError(f"{what} pixels need {what}_grid_thw (t, h, w per {what}) to be read")
             name = "pixel_values" if what == "image" else "pixel_values_videos"
             features = self.visual(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
+            # one LM token per m x m block: the count the processor writes placeholders with (merged_tokens)
+            assert features.shape[0] == sum(merged_tokens(grid, cfg.vision_config.spatial_merge_size)), features.shape
             inputs_embeds = merge_image_features(inputs_embeds, input_ids, features, token, what)
         return inputs_embeds
 

@@ -8,6 +8,7 @@ the reference loads in the compared dtype, runs, leaves only its outputs and is 
 loads, so a 7B checkpoint is checked with one 7B model in memory at a time. The image processor: both read
 preprocessor_config.json and process the same photo (matplotlib's grace_hopper.jpg) and a small
 odd-sized image. The tokenizer: both read the folder's tokenizer files and encode the same texts.
+The whole processor (load_processor / AutoProcessor): the folder's chat template and the photo.
 """
 from pathlib import Path
 
@@ -141,6 +142,39 @@ def check_image_processor(folder):
         if "image_sizes" in b:
             equal = torch.equal(torch.as_tensor(a["image_sizes"]), torch.as_tensor(b["image_sizes"]))
             rows.append((f"{folder.name} processor", f"{name} image_sizes", "equal" if equal else "differ", equal))
+    return rows
+
+
+def check_processor(folder):
+    """Rows for the whole processor (load_processor against AutoProcessor): the folder's chat template
+    over a question about the photo (or the bare placeholder when it has no template), run with the
+    photo; every output key compared (ids, masks, sizes and grids equal; pixels within a grey level).
+    [] when the folder names no processor class minivlm reads."""
+    import transformers
+    import weights_convert
+    folder = Path(folder)
+    try:
+        ours = weights_convert.load_processor(folder)
+    except weights_convert.CheckpointError:
+        return []
+    theirs = transformers.AutoProcessor.from_pretrained(folder)
+    photo = sample_images()[0]
+    if ours.chat_template is not None:
+        chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown here?"}]}]
+        text = ours.apply_chat_template(chat, add_generation_prompt=True)
+    else:
+        text = f"{ours.image_token or ''} What is shown here?"
+    a, b = ours(text=text, images=photo, return_tensors="pt"), theirs(text=text, images=photo, return_tensors="pt")
+    case = f"{folder.name} whole processor"
+    rows = [(case, "output keys", "equal" if sorted(a) == sorted(b) else "differ", sorted(a) == sorted(b))]
+    for key in sorted(set(a) & set(b)):
+        x, y = torch.as_tensor(a[key]), torch.as_tensor(b[key])
+        if key.startswith("pixel_values") and x.shape == y.shape:
+            diff = (x.float() - y.float()).abs().max().item()
+            rows.append((case, key, diff, diff <= 1 / 255 / min(getattr(theirs.image_processor, "image_std", [1.0]))))
+        else:
+            equal = x.shape == y.shape and torch.equal(x, y.to(x.dtype))
+            rows.append((case, key, "equal" if equal else "differ", equal))
     return rows
 
 

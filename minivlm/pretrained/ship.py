@@ -51,6 +51,35 @@ def ship(recipe, run=None, root=ROOT, seed=0):
     return [ship_one(name, run, root, seed) for name, r in RECIPES.items() if r == recipe]
 
 
+# The shapes chat template the LLaVA recipe trains with (train/llava.py CHAT: "USER: <image>\n... ASSISTANT:",
+# replies end with </s>), as the jinja2 chat template a HF folder carries, so load_processor(folder)
+# .apply_chat_template renders what the model was trained on (tests/test_model_card.py proves them equal).
+SHAPES_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ 'USER: ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>\\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}{{ ' ' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'ASSISTANT:' }}{% generation %}{{ ' ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] }}{% endfor %}{% endif %}"
+    "{{ '</s>' }}{% endgeneration %}"
+    "{% else %}{{ raise_exception('the shapes chat template knows user and assistant turns, got ' + message['role']) }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def write_llava_processor_files(out, config):
+    """processor_config.json (LlavaProcessor: the tower's patch size, its feature selection, +1 for
+    CLIP's [CLS]) and chat_template.jinja: what load_processor / AutoProcessor read."""
+    vision = config["vision_config"]
+    processor = {"processor_class": "LlavaProcessor", "image_token": "<image>", "patch_size": vision["patch_size"],
+                 "vision_feature_select_strategy": config.get("vision_feature_select_strategy", "default"),
+                 "num_additional_image_tokens": 1}  # the CLIP tower's [CLS]
+    (out / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
+    (out / "chat_template.jinja").write_text(SHAPES_CHAT_TEMPLATE)
+
+
 def ship_one(name, run=None, root=ROOT, seed=0):
     """Copy its part of runs/<recipe> (or `run`) into root/<name>, measure it, write evaluation.json and README.md."""
     recipe = RECIPES[name]
@@ -67,12 +96,14 @@ def ship_one(name, run=None, root=ROOT, seed=0):
     out.mkdir(parents=True)
     for f in model_files:
         shutil.copy(run / sub / f, out / f)
-    for f in run_files + ("metrics.json", "loss.png"):
+    for f in run_files + ("metrics.json", "loss.png", "tokenizer.json", "tokenizer_config.json"):
         if (run / f).is_file():
             shutil.copy(run / f, out / f)
     config = json.loads((out / "config.json").read_text())
     config["dtype"] = "float32"   # what the weights are; a loader's dtype="auto" reads it
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if name == "shapes-llava":
+        write_llava_processor_files(out, config)
     figures = measure(name, out)
     evaluation = {"recipe": f"python -m minivlm train {recipe} --seed {seed} --threads 1", "seed": seed,
                   "counts": figures}

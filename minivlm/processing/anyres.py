@@ -10,8 +10,9 @@ knowledge"), as small pure functions on sizes. Sizes are (height, width) everywh
       (rows * t/p) x (cols * t/p) features, the rows/columns that only saw padding are cut
       (unpad_bounds), an image_newline token ends every row, the base features go in front.
 
-`num_image_tokens` counts that sequence. The processor (prompt building) and the model (feature
-merging) both call it and `unpad_bounds`, so the two can never disagree.
+`num_image_tokens` counts that sequence (`tokens_per_image` counts a plain LLaVA image, one tile).
+The processor (prompt building) and the model (feature merging) both call them and `unpad_bounds`,
+so the two can never disagree.
 """
 import math
 from dataclasses import dataclass
@@ -51,14 +52,21 @@ class AnyresGeometry:
     @property
     def tokens_per_tile(self):
         """Features one tile gives after selection: its patches, + [CLS] if any, - the first with 'default'."""
-        return (self.patches_per_side ** 2 + int(self.class_token)
-                - int(self.vision_feature_select_strategy == "default"))
+        return tokens_per_image(self.patches_per_side ** 2, self.class_token, self.vision_feature_select_strategy)
 
     @property
     def patches_per_side(self):
         # Floor, as the patch conv and HF (image_size // patch_size) do: SigLIP-384/14 (OneVision) reads
         # 27 x 27 patches and never sees the last 6 pixel rows / columns of a tile.
         return self.tile_size // self.patch_size
+
+
+def tokens_per_image(num_patches, class_token, strategy):
+    """Features selected from one image (LLaVA) or one tile (NeXT, OneVision): 'default' drops the
+    first token — [CLS] in a CLIP tower; in a tower without one (SigLIP) transformers drops the first
+    *patch* all the same (LlavaModel.get_image_features slices [:, 1:] whatever the tower), and minivlm
+    mirrors it. LLaVA's model (features_per_image) and processor (LlavaProcessor) both count with it."""
+    return num_patches + int(class_token) - int(strategy == "default")
 
 
 def _size(image_size):

@@ -54,6 +54,14 @@ def patchify(frames, patch_size=14, temporal_patch_size=2, merge_size=2):
     return x.reshape(t * h * w, c * temporal_patch_size * p * p), (t, h, w)
 
 
+def merged_tokens(grid_thw, merge_size):
+    """Placeholder tokens of each image / video, (t, h, w) patches each: the PatchMerger makes one LM
+    token of every merge x merge block. The model checks its placeholders with this count and the
+    processor writes that many <|image_pad|> / <|video_pad|> tokens: one count, two callers."""
+    rows = grid_thw.tolist() if hasattr(grid_thw, "tolist") else list(grid_thw)
+    return [int(t) * int(h) * int(w) // merge_size ** 2 for t, h, w in rows]
+
+
 @dataclass
 class Qwen2VLImageProcessor(ImageProcessor):
     """HF's fields: size {"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size,

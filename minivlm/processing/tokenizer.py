@@ -13,6 +13,9 @@ import torch
 
 from minivlm.outputs import ModelOutput
 
+from .chat import apply_chat_template
+from .offsets import tokenize_with_offsets
+
 LARGE_INTEGER = int(1e20)  # HF's "no model_max_length" threshold
 
 
@@ -68,10 +71,13 @@ class Tokenizer:
         self.added = {t.content: t for t in added_tokens}
         self.id_to_added = {t.id: t for t in added_tokens}
         self.id_to_token = {i: t for t, i in model.vocab.items()}
+        self._token_ids = model.vocab | {t.content: t.id for t in added_tokens}  # token_to_id, as one dict
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.model_max_length = model_max_length if model_max_length is not None else LARGE_INTEGER
         self.decode_cleanup = decode_cleanup  # CLIP: "</w>" -> " " and strip, on the decoded text
+        # The folder's chat template(s): a str, or {name: template}; weights_convert.load_tokenizer reads it.
+        self.chat_template = None
         # Leftmost-longest matching, like tokenizers' Aho-Corasick: longer contents first in the alternation.
         self._raw_pattern = self._pattern([t for t in added_tokens if not t.normalized])
         self._normalized_pattern = self._pattern([t for t in added_tokens if t.normalized], normalize=True)
@@ -100,11 +106,27 @@ class Tokenizer:
     pad_token_id = property(lambda self: self.token_to_id(self.pad_token))
     unk_token_id = property(lambda self: self.token_to_id(self.unk_token))
 
+    @property
+    def special_tokens_map(self):
+        """The named special tokens that are set (what a chat template sees as bos_token, ...)."""
+        names = ("bos_token", "eos_token", "unk_token", "pad_token")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
     def __len__(self):
         return len(set(self.id_to_token) | set(self.id_to_added))
 
     def convert_ids_to_tokens(self, ids):
         return [self.id_to_added[i].content if i in self.id_to_added else self.id_to_token[i] for i in ids]
+
+    def add_special_token(self, content):
+        """Add `content` as a special, unnormalised token at the next free id (HF's
+        add_tokens([...], special_tokens=True), e.g. BLIP-2's <image> when a folder lacks it); its id."""
+        if content in self.added:
+            return self.added[content].id
+        token = AddedToken(content, max([*self.id_to_token, *self.id_to_added]) + 1, special=True)
+        self.added[content], self.id_to_added[token.id] = token, token
+        self._raw_pattern = self._pattern([t for t in self.added.values() if not t.normalized])
+        return token.id
 
     # --- encoding -------------------------------------------------------------------------------
     def split_added(self, text, pattern, start=0):
@@ -149,10 +171,19 @@ class Tokenizer:
                         tokens.extend(self.model.tokenize(word))
         return tokens
 
+    def tokenize_with_offsets(self, text):
+        """text -> [(token, start, end)]: text[start:end] is what the token came from (offsets.py)."""
+        return tokenize_with_offsets(self, text)
+
+    def apply_chat_template(self, conversation, **kwargs):
+        """Messages -> the folder's chat template -> text or ids, as transformers (chat.py)."""
+        return apply_chat_template(self, conversation, **kwargs)
+
     def encode_raw(self, text):
         if not isinstance(text, str):
             raise TypeError(f"expected a string to encode, got {type(text).__name__}")
-        return [self.token_to_id(t) for t in self.tokenize(text)]
+        ids, slow = self._token_ids, self.token_to_id  # a subclass's token_to_id decides what the dict lacks
+        return [ids[t] if t in ids else slow(t) for t in self.tokenize(text)]
 
     def num_special_tokens(self):
         return len(self.template) - 1

@@ -1,7 +1,8 @@
 """An on-disk index of unit vectors with one JSON record per vector; exact top-k search by default.
 
     index = Index.create("gallery.idx", encoder)            # records encoder.name / dim / fingerprint
-    index.add_images(paths_or_folder, encoder)              # batches, a progress bar, unreadable files counted
+    index.add_images(paths_or_folder, encoder)              # batches, a progress bar, unreadable files counted,
+                                                            # files already indexed (path + content) left out
     index.add_texts(["a red circle", ...], encoder)
     Index.open("gallery.idx", encoder)                      # refuses another model or width, by name
     index.search(query_vectors, k=5, kind="image")          # scores (Q, k), rows (Q, k)
@@ -15,6 +16,7 @@ On disk (appendable: each add writes one more shard, nothing is rewritten):
 Exact search is one matmul + topk per chunk of rows; the running best k are merged chunk by chunk,
 so the score matrix never exceeds (Q, chunk) however many vectors the index holds.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,12 +37,26 @@ class IndexMismatchError(ValueError):
 def list_images(folder):
     """The image files of a folder (sorted, not recursive); an error for a missing or empty folder."""
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"expected a folder of images, {folder} is a file: put it in a folder of its own, or "
+                         f"pass a list of paths to Index.add_images")
     if not folder.is_dir():
-        raise FileNotFoundError(f"no folder at {folder}")
+        raise FileNotFoundError(f"no folder at {folder} (expected a folder of images; check the path)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
         raise ValueError(f"{folder} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return files
+
+
+# Why a file was left out of add_images although it is readable: indexing a folder again must not
+# append its images twice (every hit would then come back twice).
+ALREADY_INDEXED = "already in the index (same path and content)"
+
+
+def file_key(path, data):
+    """What identifies an indexed image file: its absolute path and the sha256 of its bytes (a file
+    changed since it was indexed is a new image)."""
+    return str(Path(path).resolve()), hashlib.sha256(data).hexdigest()
 
 
 def read_image(path):
@@ -153,36 +169,56 @@ class Index:
 
         on_error="skip": unreadable files are left out and returned, by path, with the reason;
         on_error="raise": any unreadable file refuses the whole batch before anything is written.
-        `extra` maps a path's str to more metadata for its record. Returns (added, skipped)."""
+        A file already in the index (the same absolute path and bytes, file_key) is left out too, with
+        the reason ALREADY_INDEXED. `extra` maps a path's str to more metadata for its record.
+        Returns (added, skipped)."""
         check_compatible(self.header, encoder, self.root)
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-        paths = list_images(images) if isinstance(images, (str, Path)) and Path(images).is_dir() else \
-            [Path(p) for p in images]
+        if isinstance(images, (str, Path)):   # a folder (a path string is not a list of paths)
+            paths = list_images(images)
+        else:
+            paths = [Path(p) for p in images]
         if not paths:
             raise ValueError("no images to add (an empty list)")
         batch_size = batch_size or encoder.batch_size
+        indexed = {(str(Path(r["path"]).resolve()), r["sha256"]) for r in self.records
+                   if r["kind"] == "image" and "sha256" in r}
         bar = ProgressBar(len(paths), desc="embedding images") if progress else None
         added, skipped, vectors, records = 0, [], [], []
         for start in range(0, len(paths), batch_size):
             good, pics = [], []
             for p in paths[start:start + batch_size]:
                 try:
-                    pics.append(read_image(p))
-                    good.append(p)
-                except ValueError as e:
-                    if on_error == "raise":
-                        raise
-                    skipped.append((str(p), str(e)))
+                    data = p.read_bytes()
+                except OSError as e:
+                    data, error = None, ValueError(f"cannot read image {p}: {e}")
+                if data is not None:
+                    key = file_key(p, data)
+                    if key in indexed:
+                        skipped.append((str(p), ALREADY_INDEXED))
+                        continue
+                    try:
+                        pics.append(read_image(p))
+                        good.append((p, key))
+                        indexed.add(key)   # the same file twice in one list is indexed once
+                        continue
+                    except ValueError as e:
+                        error = e
+                if on_error == "raise":
+                    raise error
+                skipped.append((str(p), str(error)))
             if pics:
                 vectors.append(encoder.embed_images(pics))
-                records += [{"kind": "image", "path": str(p), **((extra or {}).get(str(p), {}))} for p in good]
+                records += [{"kind": "image", "path": str(p), "sha256": key[1], **((extra or {}).get(str(p), {}))}
+                            for p, key in good]
             if bar:
                 bar.update(min(start + batch_size, len(paths)), skipped=len(skipped))
         if vectors:
             added = self.add(torch.cat(vectors), records)
-        if added == 0:
-            raise ValueError(f"none of the {len(paths)} images could be read; first: {skipped[0][1]}")
+        unreadable = [why for _, why in skipped if why != ALREADY_INDEXED]
+        if added == 0 and unreadable:
+            raise ValueError(f"none of the {len(paths)} images could be read; first: {unreadable[0]}")
         return added, skipped
 
     def add_texts(self, texts, encoder, batch_size=None, progress=True, extra=None):

@@ -150,6 +150,13 @@ class DecodeCache:
     def __len__(self) -> int:
         return len(self.self_attn)
 
+    def reorder(self, rows):
+        """Row i takes old row rows[i] (beam search: its beams, then their reordering each step)."""
+        self.self_attn.reorder(rows)
+        for layer in self.cross_attn:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[rows], layer.v[rows]
+
 
 class BertTextModel(nn.Module):
     """One text transformer for all three modes; `lm_head=True` adds the prediction head (the decoder)."""

@@ -142,7 +142,8 @@ def load(path):
         manifest = verify(path)
     except CheckpointError as e:
         older = [p.name for p in checkpoints(path.parent) if p.name < path.name]
-        hint = f" (delete it to resume from {older[-1]})" if older else ""
+        hint = (f" (delete the folder {path} to resume from {older[-1]})" if older else
+                f" (it is the only checkpoint: delete the folder {path} and resume from the start)")
         raise CheckpointError(f"{e}{hint}") from None
     if manifest.get("world_size", 1) != distributed.world_size():
         raise CheckpointError(f"checkpoint {path} was written by {manifest.get('world_size')} rank(s), this run "

@@ -5,11 +5,13 @@ model must compose "red" and "triangle").
     result = train_dual_encoder("clip", steps=600, out="runs/clip")
     result["zero_shot"]   # {"held_out": 0.9.., "train": 0.9..}
 
-The run folder is a Hugging Face model folder (config.json, model.safetensors, preprocessor_config.json)
-plus the tokenizer's vocabulary, the loss history and its plot:
+The run folder is a Hugging Face model folder (config.json, model.safetensors, preprocessor_config.json,
+tokenizer.json: the shapes world's word-level vocabulary) plus the loss history, its plot and the
+run's card (README.md, evaluation.json):
 
     weights_convert.load_pretrained("runs/clip")             # strict load, our model
     transformers.CLIPModel.from_pretrained("runs/clip")      # HF's, same numbers
+    weights_convert.load_tokenizer("runs/clip")              # its tokenizer (AutoTokenizer reads it too)
     load_vision_tower("runs/clip")                           # the trained ViT alone (for LLaVA)
 """
 import json
@@ -27,6 +29,7 @@ from ..processing.processors import processor_from_config
 from ..zero_shot import class_embeddings, classify
 from .export import clip_hf_config, save_pretrained, siglip_hf_config
 from . import distributed
+from .card import write_card
 from .loop import TrainConfig, options_from_args, train
 from .plot import save_loss_curve
 
@@ -155,7 +158,7 @@ def zero_shot_accuracy(model, world, tokenize, processor, split, count=240, temp
 
 
 def train_dual_encoder(kind, steps=None, out=None, seed=0, device="cpu", lr=None, batch_size=None,
-                       size=TINY, progress=True, eval_count=240, **train_options):
+                       size=TINY, progress=True, eval_count=240, command=None, **train_options):
     """Train a tiny CLIP or SigLIP from scratch; save it to `out` (if given).
     Returns (model, history, result: the figures). train_options go to TrainConfig (weight_decay, ...)."""
     recipe = RECIPE[kind]
@@ -181,20 +184,33 @@ def train_dual_encoder(kind, steps=None, out=None, seed=0, device="cpu", lr=None
                   zero_shot={name: zero_shot_accuracy(model, world, tokenize, processor, split, eval_count)
                              for name, split in (("held_out", "test"), ("train", "train"))})
     if out is not None and distributed.is_main():  # under torchrun rank 0 writes
-        result["out"] = str(save_run(model, kind, tokenizer, history, result, out, size["image_size"]))
+        result["out"] = str(save_run(model, kind, tokenizer, history, result, out, size["image_size"], command))
     return model, history, result
 
 
-def save_run(model, kind, tokenizer, history, result, out, image_size):
+def save_run(model, kind, tokenizer, history, result, out, image_size, command=None):
     out = Path(out)
     hf = (clip_hf_config(model.config, tokenizer.bos_token_id) if kind == "clip"
           else siglip_hf_config(model.config, tokenizer.bos_token_id, tokenizer.eos_token_id))
     save_pretrained(model, out, hf)
     (out / "preprocessor_config.json").write_text(json.dumps(processor_config(kind, image_size), indent=2) + "\n")
     (out / "shapes_vocab.json").write_text(json.dumps(tokenizer.vocab) + "\n")
+    tokenizer.save_pretrained(out)
     (out / "history.json").write_text(json.dumps(history.as_dict()) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     save_loss_curve(history, out / "loss.png", title=f"tiny {kind} on the shapes world")
+    figures = {"steps": result["steps"], "loss, first 10 steps": result["loss_first"],
+               "loss, last 10 steps": result["loss_last"],
+               "zero-shot accuracy, held-out colour/shape combinations": result["zero_shot"]["held_out"],
+               "zero-shot accuracy, trained combinations": result["zero_shot"]["train"]}
+    write_card(out, f"tiny {kind.upper() if kind == 'clip' else 'SigLIP'} on the shapes world",
+               f"A {kind} dual encoder trained from scratch by minivlm's `train {kind}` on the synthetic shapes "
+               f"world (minivlm/data/shapes.py).", command or f"python -m minivlm train {kind}", figures,
+               notes=["zero-shot: the scene's \"colour shape\" must rank first among the world's 24 names "
+                      "(chance 1/24), on fresh scenes",
+                      "tokenizer: the shapes world's word-level vocabulary (minivlm.data.ShapesTokenizer), saved as "
+                      "tokenizer.json; weights_convert.load_tokenizer and transformers.AutoTokenizer read it "
+                      "(a word outside the vocabulary becomes <pad> there; ShapesTokenizer refuses it)"])
     return out
 
 
@@ -206,8 +222,10 @@ def load_vision_tower(run_dir="runs/clip"):
 
 def run(args):
     """`python -m minivlm train clip|siglip`: args.model, steps, out, seed, device."""
+    from .settings import command_line
     _, _, result = train_dual_encoder(args.model, steps=args.steps, out=args.out, seed=args.seed, device=args.device,
-                                      batch_size=getattr(args, "batch_size", None), **options_from_args(args))
+                                      batch_size=getattr(args, "batch_size", None), command=command_line(args),
+                                      **options_from_args(args))
     if not distributed.is_main():
         return result
     print(f"held-out zero-shot accuracy {result['zero_shot']['held_out']:.1%} "

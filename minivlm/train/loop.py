@@ -17,6 +17,7 @@ save_every / resume (checkpointing.py), and DDP under torchrun (distributed.py, 
 """
 import json
 import re
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -265,7 +266,11 @@ def _resume(path, model, optimizer, scheduler, config, stream):
         raise checkpointing.CheckpointError(
             f"checkpoint {path} belongs to a run of {state['steps']} steps x {state['micro_per_step']} micro-batches "
             f"per step (grad_accum x ranks); this run has {config.steps} x {micro}: its schedule and data order "
-            f"would differ")
+            f"would differ. Resume with the run's own settings (--steps {state['steps']} and --grad-accum x ranks = "
+            f"{state['micro_per_step']}), or start a new run in another folder")
+    if distributed.is_main() and config.progress:
+        print(f"{config.desc}: resuming from step {state['step']} of {config.steps} (checkpoint {path})",
+              file=sys.stderr, flush=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -20,6 +20,7 @@ from ..outputs import ModelOutput
 from .config import VisionConfig
 from .packed import (PatchEmbedding3D, PatchMerger, attention_segments, block_diagonal_mask, check_grid,
                      patch_positions, window_order)
+from .pixels import require_float_pixels
 from .vit import make_encoder
 
 Rope = tuple[Tensor, Tensor]
@@ -66,6 +67,7 @@ class PackedVisionTransformer(nn.Module):
         pooler_output (N / m^2, merger_size): the merged LM tokens. what: the input's name in errors."""
         cfg = self.config
         m = cfg.spatial_merge_size
+        require_float_pixels(pixel_values, what)
         check_grid(pixel_values, grid_thw, self.patch_embed.patch_dim, m, what)
         x = self.patch_embed(pixel_values)[None]  # (1, N, D): one packed sequence
         rows, cols = (t.to(x.device) for t in patch_positions(grid_thw, m))

@@ -21,6 +21,7 @@ from ..blocks.transformer import Encoder
 from ..outputs import ModelOutput
 from .config import VisionConfig
 from .pooling import AttentionPoolingHead
+from .pixels import require_float_pixels
 
 
 class PatchEmbedding(nn.Module):
@@ -103,6 +104,7 @@ class VisionTransformer(nn.Module):
         if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must be a (batch, {cfg.num_channels}, H, W) tensor, got {shape}")
+        require_float_pixels(pixel_values)
         _, c, h, w = pixel_values.shape
         if c != cfg.num_channels:
             raise ValueError(f"pixel_values has {c} channels, the model expects {cfg.num_channels}")
