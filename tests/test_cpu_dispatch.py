@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from minivlm.blocks import StaticKVCache
-from minivlm.fast import cpu, quantize_int8
+from minivlm.fast import cpu, fuse_projections, quantize_int8, unfuse_projections
 from minivlm.parity import llama as llama_cases
 from minivlm.parity.harness import build_seeded, convert_reference
 
@@ -70,13 +70,13 @@ def test_default_decode_dispatch_equals_the_readable_path(llama, dtype, monkeypa
     assert torch.equal(greedy(ours, prompt), step_default)
     assert torch.equal(step_default, greedy(reference, prompt)) or dtype == torch.bfloat16
     monkeypatch.delenv(cpu.ENV_SWITCH)
-    ours.fuse_projections()
+    fuse_projections(ours)
     try:
         fused = ours(input_ids=prompt, attention_mask=mask).logits
         budget = 1e-5 if dtype == torch.float32 else 0.05 * default.abs().max().item()
         assert (fused.float() - default.float()).abs().max() <= budget
     finally:
-        ours.fuse_projections(False)
+        unfuse_projections(ours)
 
 
 @torch.no_grad()
@@ -95,7 +95,7 @@ def test_int8_dispatch_runs_and_agrees_here(llama):
 
 def test_no_route_in_linear_when_compiling(monkeypatch):
     """Under torch.compile the route is never taken (inductor rewrites mv into a slower loop)."""
-    from minivlm.blocks.linear import takes_matvec
+    from minivlm.fast.matvec import takes_matvec
     monkeypatch.setenv(cpu.ENV_SWITCH, "on")
     w = torch.randn(8, 4).bfloat16()
     x = torch.randn(1, 4).bfloat16()

@@ -1,16 +1,21 @@
-"""The decode fast paths give the readable path's numbers (and transformers'), or meet their budget.
+"""The decode swaps (minivlm/fast/) give the readable path's numbers (and transformers'), or meet
+their budget. Every model here is loaded by load_pretrained, so carries the default swaps
+(fast_inference); `readable(copy)` is the model exactly as the files write it.
 
 Static KV cache and fused projections: same logits (1e-5) and greedy ids as the readable path and
 as transformers on the LLaMA parity configs (left padding, batch 3, GQA / MQA, bias, every RoPE
 type). Compiled step: same greedy ids. int8 weights: next-token top-1 agreement >= 99% with the
 float model. Speculative decoding: exactly the target's greedy ids. The bench runs at toy sizes.
 """
+import copy
+
 import pytest
 import torch
 
 from minivlm.blocks import KVCache, StaticKVCache
-from minivlm.blocks.fused import fuse_projections
-from minivlm.fast import CompiledDecoder, Int8Linear, quantize_int8, speculative_generate
+from minivlm.fast import (CompiledDecoder, Int8Linear, fuse_projections, quantize_int8, readable, speculative_generate,
+                          unfuse_projections)
+from minivlm.fast.fused import FusedAttention, FusedSwiGLU
 from minivlm.generation import generate, prompt_positions
 from minivlm.parity import llama as llama_cases
 from minivlm.parity import llava as llava_cases
@@ -52,23 +57,25 @@ def test_static_cache_and_fused_match_readable_path_and_transformers(models, nam
     valid = inputs["attention_mask"].bool()
     full_ref = reference(**inputs).logits[valid]  # before generate: HF's dynamic RoPE keeps the longest length seen
     n_layers = len(ours.model.layers)
-    readable = decode_logits(ours, inputs, KVCache(n_layers))
-    static = decode_logits(ours, inputs, StaticKVCache(room=4))
-    assert (static - readable).abs().max() <= 1e-5
+    plain = readable(copy.deepcopy(ours))
+    growing = decode_logits(plain, inputs, KVCache(n_layers))
+    static = decode_logits(plain, inputs, StaticKVCache(room=4))
+    assert (static - growing).abs().max() <= 1e-5
+    assert torch.equal(decode_logits(ours, inputs, StaticKVCache(room=4)), static)  # default swaps: bit for bit
     ref_ids = reference.generate(**inputs, do_sample=False, max_new_tokens=10)
     assert torch.equal(ours.generate(**inputs, max_new_tokens=10), ref_ids)  # default: static cache
     assert torch.equal(ours.generate(**inputs, max_new_tokens=10, static_cache=False), ref_ids)
 
     before = {k: v.clone() for k, v in ours.state_dict().items()}
-    ours.fuse_projections()
+    fuse_projections(ours)
     try:
-        assert ours.model.layers[0].attn.qkv_proj is not None and ours.model.layers[0].mlp.gate_up_proj is not None
+        assert type(ours.model.layers[0].attn) is FusedAttention and type(ours.model.layers[0].mlp) is FusedSwiGLU
         fused = decode_logits(ours, inputs, StaticKVCache(room=4))
-        assert (fused - readable).abs().max() <= 1e-5
+        assert (fused - growing).abs().max() <= 1e-5
         assert (ours(**inputs).logits[valid] - full_ref).abs().max() <= 1e-5
         assert torch.equal(ours.generate(**inputs, max_new_tokens=10), ref_ids)
     finally:
-        ours.fuse_projections(False)
+        unfuse_projections(ours)
     after = ours.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
@@ -76,16 +83,17 @@ def test_static_cache_and_fused_match_readable_path_and_transformers(models, nam
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(37, 24), (960, 576), (576, 1536), (2560, 2048), (32000, 2048)])
 def test_matvec_linear_gives_f_linears_bits(shape, bias, monkeypatch):
-    """blocks/linear.py routes one-row bf16 inputs to torch.mv only where fast/cpu.py's probe found
-    it bit-equal on this machine, so a Linear gives F.linear's bits at real decode widths (SmolLM's
+    """fast/matvec.py routes one-row bf16 inputs to torch.mv only where fast/cpu.py's probe found
+    it bit-equal on this machine, so a MatvecLinear gives F.linear's bits at real decode widths (SmolLM's
     q|k|v and down, TinyLlama's q|k|v and 32k-vocabulary head) on every CPU, whichever way the probe
     decided. MINIVLM_MATVEC=on drops the speed half of the probe so the route is exercised wherever
     it is exact, not only where it is also faster."""
-    from minivlm.blocks.linear import Linear, takes_matvec
     from minivlm.fast import cpu
+    from minivlm.fast.matvec import MatvecLinear, takes_matvec, use_matvec
     monkeypatch.setenv(cpu.ENV_SWITCH, "on")
     torch.manual_seed(0)
-    layer = Linear(shape[1], shape[0], bias=bias).to(torch.bfloat16)
+    layer = use_matvec(torch.nn.Linear(shape[1], shape[0], bias=bias).to(torch.bfloat16))
+    assert type(layer) is MatvecLinear
     exact = cpu.matvec_route_ok(torch.bfloat16, layer.weight, layer.bias)
     for x in (torch.randn(1, 1, shape[1]), torch.randn(1, shape[1]), torch.randn(3, 2, shape[1])):
         x = x.to(torch.bfloat16)
@@ -98,8 +106,6 @@ def test_matvec_linear_gives_f_linears_bits(shape, bias, monkeypatch):
 def test_bf16_batch1_decode_matches_transformers_bit_for_bit(models, monkeypatch):
     """A bf16 decode at batch 1 (every step one row, so every projection the probe found exact takes
     torch.mv): the same logits, bit for bit, as with F.linear everywhere, and transformers' greedy ids."""
-    import copy
-
     from minivlm.fast import cpu
     reference, ours, _ = models["gqa-2to1-untied-llama3-rope/generate"]
     reference, ours = copy.deepcopy(reference).to(torch.bfloat16), copy.deepcopy(ours).to(torch.bfloat16)
@@ -116,10 +122,13 @@ def test_bf16_batch1_decode_matches_transformers_bit_for_bit(models, monkeypatch
 def test_static_cache_refuses_to_overflow():
     cache = StaticKVCache(room=1)
     k = torch.zeros(1, 2, 3, 4)
-    cache[0].update(k, k)
-    cache[0].update(k[:, :, :1], k[:, :, :1])
+    for new in (3, 1):
+        cache.begin(new, k.device)
+        cache[0].update(k[:, :, :new], k[:, :, :new])
+        cache.advance()
+    assert len(cache) == 4 and cache[0].k.shape == (1, 2, 4, 4)  # prompt 3 + room 1
     with pytest.raises(ValueError, match="static KV cache full: it holds 4 positions, 5 were asked for"):
-        cache[0].update(k[:, :, :1], k[:, :, :1])
+        cache.begin(1, k.device)
 
 
 @torch.no_grad()
@@ -132,8 +141,9 @@ def test_compiled_decode_step_gives_the_same_ids(models):
         for compile in (False, True):
             decoder = CompiledDecoder(ours, compile=compile)
             assert torch.equal(generate(decoder, **inputs, max_new_tokens=6), expected), f"compile={compile}"
+            assert "forward" not in ours.model.layers[0].__dict__  # the model is itself again between calls
     finally:
-        fuse_projections(ours, False)
+        unfuse_projections(ours)
 
 
 def next_token_agreement(float_model, int8_model, inputs):
@@ -157,7 +167,6 @@ def test_int8_weights_keep_top1_agreement(models, tmp_path):
     LLaVA case (decoder and projector quantised, vision tower float). Strict argmax equality is
     lower on these tiny random models (97-98%: their top-2 logits are often within the int8 noise,
     ~0.06 here) and is held to >= 95% so a broken quantiser still fails."""
-    import copy
     strict, near, count = 0.0, 0.0, 0
     for name, (_, ours, _) in models.items():
         inputs = llama_cases.text_inputs(ours, torch.Generator().manual_seed(1))  # fresh prompts: more positions
@@ -186,7 +195,6 @@ def test_int8_compiled_step_is_the_dequantised_product(models, monkeypatch):
     """Under torch.compile Int8Linear is written as the sum x . (q * s) (one fused loop in inductor):
     that form equals the dequantised float product, and a compiled int8 decode gives the greedy ids
     of the same form run eagerly."""
-    import copy
     torch.manual_seed(0)
     layer = Int8Linear(torch.nn.Linear(40, 24))
     x = torch.randn(1, 1, 40)

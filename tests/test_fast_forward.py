@@ -1,63 +1,71 @@
-"""The forward path's shortcuts (blocks/activations.py INPLACE, blocks/mlp.py, blocks/transformer.py,
-VisionTransformer.hidden_states_at) against the readable code they replace at inference."""
+"""The forward path's swaps (minivlm/fast/inplace.py, fast/swaps.py) against the readable modules they
+replace, and VisionTransformer.hidden_states_at against the full forward."""
+import copy
+
 import pytest
 import torch
 
-from minivlm.blocks.activations import ACTIVATIONS, INPLACE, get_activation
-from minivlm.blocks.mlp import MLP
+from minivlm.blocks.activations import ACTIVATIONS
+from minivlm.blocks.mlp import MLP, SwiGLU
 from minivlm.blocks.transformer import EncoderLayer
+from minivlm.fast import inplace_inference, readable_inference
+from minivlm.fast.inplace import INPLACE, InplaceEncoderLayer, InplaceMLP, InplaceSwiGLU
 
 
-@pytest.mark.parametrize("name", sorted(INPLACE))
+@pytest.mark.parametrize("name", sorted(n for n, f in ACTIVATIONS.items() if f in INPLACE))
 def test_inplace_activation_is_the_activation(name):
     x = torch.linspace(-8, 8, 2001) * torch.randn(2001).exp()
     expected = ACTIVATIONS[name](x)
     y = x.clone()
-    out = get_activation(name, inplace=True)(y)
+    out = INPLACE[ACTIVATIONS[name]](y)
     assert out.data_ptr() == y.data_ptr()  # it did overwrite its input: no new tensor
     assert torch.equal(out, expected)  # the same kernels, bit for bit
 
 
-def test_activations_without_inplace_form_and_unknown_names():
-    assert get_activation("gelu_fast", inplace=True) is None
-    with pytest.raises(ValueError, match="unknown activation 'swoosh'"):
-        get_activation("swoosh", inplace=True)
+def test_every_activation_but_gelu_fast_has_an_inplace_form():
+    assert {n for n, f in ACTIVATIONS.items() if f not in INPLACE} == {"gelu_fast"}
 
 
-@pytest.mark.parametrize("act", ["quick_gelu", "gelu", "gelu_pytorch_tanh", "relu", "gelu_fast"])
-def test_mlp_inference_path_equals_autograd_path(act):
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu", "gelu_pytorch_tanh", "relu", "gelu_fast", "silu"])
+@pytest.mark.parametrize("kind", [MLP, SwiGLU])
+def test_inplace_mlp_swap_equals_the_readable_mlp(act, kind):
     torch.manual_seed(0)
-    mlp = MLP(16, 40, act=act)
+    readable = kind(16, 40, act=act)
+    swapped = inplace_inference(copy.deepcopy(readable))
+    if act != "gelu_fast":
+        assert type(swapped) is {MLP: InplaceMLP, SwiGLU: InplaceSwiGLU}[kind]
     x = torch.randn(2, 5, 16)
-    h = x @ mlp.fc1.weight.T + mlp.fc1.bias
-    expected = ACTIVATIONS[act](h) @ mlp.fc2.weight.T + mlp.fc2.bias  # the readable formula
-    with_grad = mlp(x)  # parameters require grad: the out-of-place branch
-    assert with_grad.requires_grad
+    expected = readable(x)
+    with_grad = swapped(x)  # parameters require grad: the out-of-place route
+    assert torch.equal(with_grad, expected) and with_grad.requires_grad
     with torch.no_grad():
-        fast = mlp(x)
+        fast = swapped(x)
     with torch.inference_mode():
-        fast_im = mlp(x)
-    torch.testing.assert_close(with_grad.detach(), expected)
-    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-6, atol=1e-6)
-    assert torch.equal(fast, fast_im)
-    with_grad.sum().backward()  # the autograd branch still trains
-    assert mlp.fc1.weight.grad is not None
+        fast_im = swapped(x)
+    assert torch.equal(fast, expected.detach()) and torch.equal(fast_im, fast)
+    with_grad.sum().backward()  # the swapped module still trains
+    assert next(swapped.parameters()).grad is not None
+    assert swapped.state_dict().keys() == readable.state_dict().keys()
+    assert type(readable_inference(swapped)) is kind
 
 
-def test_encoder_layer_residual_in_place_is_x_plus_sublayer():
+def test_inplace_residual_swap_is_x_plus_sublayer():
     torch.manual_seed(0)
-    layer = EncoderLayer(16, 4, 32, act="gelu").eval()
+    readable = EncoderLayer(16, 4, 32, act="gelu").eval()
+    layer = inplace_inference(copy.deepcopy(readable))
+    assert type(layer) is InplaceEncoderLayer
     x = torch.randn(2, 7, 16)
     kept = x.clone()
     with torch.no_grad():
-        h = x + layer.attn(layer.norm1(x))
-        expected = h + layer.mlp(layer.norm2(h))
+        expected = readable(x)
         out = layer(x)
     assert torch.equal(out, expected)  # a + b == b + a in floating point: bit for bit
     assert torch.equal(x, kept)  # the caller's tensor (kept in hidden_states) is untouched
     xg = x.clone().requires_grad_()
-    layer(xg).sum().backward()  # in-place on the linear outputs is legal for autograd
+    layer(xg).sum().backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 stream, bf16 sublayers
+        assert layer(x).dtype == torch.float32
 
 
 @pytest.mark.parametrize("layer", [-2, -1, 0, 3, [-2, -5], [4, 1, -1]])

@@ -104,9 +104,9 @@ def test_packing_split_equals_block_diagonal_mask(pair, impl):
     try:
         with torch.no_grad():
             ours.visual.config.packing = "split"
-            split = ours.visual.forward_packed(pixels, grid, output_hidden_states=True)
+            split = ours.visual(pixels, grid, output_hidden_states=True)
             ours.visual.config.packing = "mask"
-            masked = ours.visual.forward_packed(pixels, grid, output_hidden_states=True)
+            masked = ours.visual(pixels, grid, output_hidden_states=True)
     finally:
         ours.visual.config.packing = "split"
         set_attention_impl("sdpa")
@@ -116,11 +116,11 @@ def test_packing_split_equals_block_diagonal_mask(pair, impl):
     # and the mask matters: attending across images changes the features
     ours.visual.config.packing = "mask"
     try:
-        import minivlm.vision.vit as vit
+        import minivlm.vision.packed_vit as vit
         real = vit.block_diagonal_mask
         vit.block_diagonal_mask = lambda lengths, device=None: None
         with torch.no_grad():
-            leaky = ours.visual.forward_packed(pixels, grid).pooler_output
+            leaky = ours.visual(pixels, grid).pooler_output
     finally:
         vit.block_diagonal_mask = real
         ours.visual.config.packing = "split"
@@ -131,7 +131,7 @@ def test_vision_tower_equals_hf(pair):
     reference, ours, inputs, _ = pair
     with torch.no_grad():
         ref = reference.model.visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"])
-        mine = ours.visual.forward_packed(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+        mine = ours.visual(inputs["pixel_values_videos"], inputs["video_grid_thw"])
     assert (mine.last_hidden_state - ref.last_hidden_state).abs().max() <= 1e-5
     assert (mine.pooler_output - ref.pooler_output).abs().max() <= 1e-5
 
@@ -176,9 +176,9 @@ def test_bad_inputs_name_both_numbers(pair):
     with pytest.raises(ValueError, match=r"describe 24 patches but pixel_values_videos holds 20"):
         ours(**bad_video)
     with pytest.raises(ValueError, match=r"multiples of spatial_merge_size=2"):
-        ours.visual.forward_packed(torch.zeros(3, 96), torch.tensor([[1, 1, 3]]))
+        ours.visual(torch.zeros(3, 96), torch.tensor([[1, 1, 3]]))
     with pytest.raises(ValueError, match=r"\(patches, 96\)"):
-        ours.visual.forward_packed(torch.zeros(4, 95), torch.tensor([[1, 2, 2]]))
+        ours.visual(torch.zeros(4, 95), torch.tensor([[1, 2, 2]]))
     no_pixels = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")}
     with pytest.raises(ValueError, match=r"image token\(s\) .* no pixel_values"):
         ours(**no_pixels)
@@ -239,12 +239,12 @@ def test_qwen2_5_windows_split_equals_mask_and_matter(pair_2_5):
     reference, ours, inputs = pair_2_5
     pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
     with torch.no_grad():
-        split = ours.visual.forward_packed(pixels, grid).pooler_output
+        split = ours.visual(pixels, grid).pooler_output
         ours.visual.config.packing = "mask"
-        masked = ours.visual.forward_packed(pixels, grid).pooler_output
+        masked = ours.visual(pixels, grid).pooler_output
         ours.visual.config.packing, window = "split", ours.visual.config.window_size
         ours.visual.config.window_size = None  # every layer full: not Qwen2.5-VL any more
-        unwindowed = ours.visual.forward_packed(pixels, grid).pooler_output
+        unwindowed = ours.visual(pixels, grid).pooler_output
         ours.visual.config.window_size = window
         ref = reference.model.visual(pixels, grid_thw=grid).pooler_output
     torch.testing.assert_close(split, masked, rtol=1e-5, atol=1e-5)

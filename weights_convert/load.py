@@ -13,7 +13,7 @@ Memory: the weights once, in the target dtype, plus one tensor in flight (a shar
 Tensors are read with plain positioned reads into the process's own memory. mmap=True instead
 leaves CPU weights stored in the target dtype as the safetensors files' own pages, memory-mapped
 copy-on-write (as transformers and torch.load(mmap=True) do): loading is near instant, but decoding
-from mapped pages measured 15-20% slower. With device="cuda" the host holds one tensor at a time. benchmarks/load_speed.py measures it
+from mapped pages is slower (figures in docs/fast.md). With device="cuda" the host holds one tensor at a time. benchmarks/load_speed.py measures it
 against transformers.
 """
 from pathlib import Path
@@ -85,7 +85,8 @@ def stream_into(folder, load_plan, tensors, mmap=False):
             tensors[key].copy_(tensors[twin])
 
 
-def load_pretrained(folder, dtype="auto", device="cpu", mmap=False, adapter=None):
+def load_pretrained(folder: str | Path, dtype: torch.dtype | str = "auto", device: str | torch.device = "cpu",
+                    mmap: bool = False, adapter: str | Path | None = None, fast: bool = True) -> torch.nn.Module:
     """Build the minivlm model named by config.json's architectures[0] and fill it from the folder's
     weights, in eval() mode.
 
@@ -96,7 +97,11 @@ def load_pretrained(folder, dtype="auto", device="cpu", mmap=False, adapter=None
     mmap: on the CPU, weights already in the target dtype stay the files' memory-mapped pages (loads in
     a fraction of a second, pages read on first use) instead of being read into the process's own
     memory. Off by default: a decode step streams every weight per token, and from mapped file pages
-    it ran 15-20% slower here (1.1B bf16, benchmarks/load_speed.py); the peak memory is the same.
+    it ran slower (docs/fast.md, benchmarks/load_speed.py); the peak memory is the same.
+
+    fast: apply minivlm.fast.fast_inference, the module swaps proven bit-equal to the readable modules
+    (in-place activations and residuals at inference, the one-row matvec route where this CPU's probe
+    passed it); fast=False gives the modules exactly as the files write them (docs/fast.md).
 
     adapter: a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors, minivlm/adapters/
     lora.py) applied on top: its layers run base + update on the fly (lora.merge(model) folds them in).
@@ -121,4 +126,7 @@ def load_pretrained(folder, dtype="auto", device="cpu", mmap=False, adapter=None
 
         from .names import stored_name_of
         load_adapter(model, adapter, stored_name_of(family.keymap(config), model.state_dict()))
+    if fast:
+        from minivlm.fast import fast_inference
+        fast_inference(model)
     return model.eval()

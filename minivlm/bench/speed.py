@@ -23,8 +23,7 @@ import time
 
 import torch
 
-from ..blocks.fused import fuse_projections
-from ..fast import CompiledDecoder, quantize_int8
+from ..fast import CompiledDecoder, fuse_projections, quantize_int8
 from ..fast.cpu import cpu_info, cpu_summary, matvec_route_ok
 from ..generation import generate
 from ..processing.anyres import tokens_per_image

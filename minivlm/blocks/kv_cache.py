@@ -1,12 +1,26 @@
-"""A key/value cache for autoregressive decoding.
+"""Key/value caches for autoregressive decoding.
 
 Each attention layer appends the keys and values of the new positions and attends over all of
 them, so a decode step costs one position of compute instead of the whole prefix.
+
+* KVCache (the readable form): each layer's k, v grow by concatenation, (B, H_kv, T, Dh).
+* StaticKVCache (gpt-fast's and litgpt's): buffers of prompt + `room` positions, written in place
+  with index_copy_ at the slots the cache hands out. In a decode step a layer gets the *whole*
+  buffer back and the decoder's mask hides the slots not written yet, so every step has the same
+  shapes: the same code runs eagerly and under torch.compile. The prompt attends over its own k, v;
+  the buffers are made when the prompt's forward has finished (`advance`), one layer at a time,
+  so they are never held beside the prompt's activations (a peak above a growing cache's, measured
+  by minivlm/bench/memory.py). The cache owns its length: a forward reserves its slots with `begin`
+  and moves the length on with `advance` once every layer has written, so a forward that raised
+  leaves the length as it was.
+
+Both keep `reorder(beam_idx)`: beam search keeps, per step, the rows of the beams it continues.
 """
 import torch
+from torch import Tensor
 
 
-def owned(t):
+def owned(t: Tensor) -> Tensor:
     """t itself, or a copy of it where t is a view into a larger tensor: the fused q|k|v projection
     hands back k and v as slices of one (B, L, (H + 2 H_kv) Dh) output, and a cache keeping such a
     slice would keep the whole output (queries included) alive until the next step."""
@@ -20,7 +34,7 @@ class LayerCache:
         self.k = None
         self.v = None
 
-    def update(self, k, v):  # (B, H_kv, L_new, Dh) -> (B, H_kv, T + L_new, Dh)
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H_kv, L_new, Dh) -> (B, H_kv, T + L_new, Dh)
         if self.k is None:
             self.k, self.v = owned(k), owned(v)
         else:
@@ -32,101 +46,105 @@ class LayerCache:
 class KVCache:
     """One LayerCache per layer; `len(cache)` is the number of positions already cached."""
 
-    def __init__(self, num_layers):
+    def __init__(self, num_layers: int):
         self.layers = [LayerCache() for _ in range(num_layers)]
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> LayerCache:
         return self.layers[i]
 
-    def __len__(self):
+    def __len__(self) -> int:
         k = self.layers[0].k
         return 0 if k is None else k.shape[2]
 
-    def reorder(self, index):
-        """Keep only the batch rows in `index` (e.g. to drop finished sequences)."""
+    def key_length(self, new: int) -> int:
+        """How many keys a layer attends over after `new` positions are added: every position so far."""
+        return len(self) + new
+
+    def begin(self, new: int, device: torch.device) -> None:
+        """Nothing to reserve: each layer grows its own tensors."""
+
+    def advance(self) -> None:
+        """Nothing to move on: the length is the tensors' own."""
+
+    def reorder(self, beam_idx: Tensor) -> None:
+        """Row i takes old row beam_idx[i] (beam search); beam_idx may be longer than the batch."""
         for layer in self.layers:
             if layer.k is not None:
-                layer.k, layer.v = layer.k[index], layer.v[index]
+                layer.k, layer.v = layer.k[beam_idx], layer.v[beam_idx]
 
 
 class StaticLayerCache:
-    """Keys and values of one layer in buffers allocated once: (B, H_kv, max_len, Dh) each.
+    """One layer's keys and values: the prompt's own tensors while the prompt runs, then buffers
+    (B, H_kv, size, Dh) written at the owner's slots."""
 
-    `update` writes the new positions in place at [length, length + L_new) and hands back views of
-    the positions written so far, so a decode step copies one position instead of re-concatenating
-    the whole prefix (gpt-fast's static cache). max_len = prompt length + `room`.
-
-    The buffers are made at the first decode step, not at the prefill: the prompt's k, v are kept as
-    they come, then copied in. Made at the prefill, every layer's buffer for the `room` positions not
-    written yet would be held while the prefill's activations peak, a peak above what a growing
-    cache needs (measured by minivlm/bench/memory.py); made here, the copy costs one layer's prompt
-    at a time.
-
-    For a compiled decode step (minivlm/fast/compiled.py) `slot` is set to a (1,) tensor: the new
-    position is written there and the *whole* buffer comes back, so every step has the same shapes;
-    the caller's mask hides the slots not written yet.
-    """
-
-    def __init__(self, room):
-        self.room = room
+    def __init__(self, owner: "StaticKVCache"):
+        self.owner = owner
         self.k = self.v = None
-        self.length = 0
-        self.slot = None
-        self.buffered = False  # False: k, v are the prompt's own tensors
 
-    def allocate(self):  # the prompt's k, v (B, H_kv, L, Dh) -> buffers (B, H_kv, L + room, Dh) holding them
-        if self.buffered or self.k is None:
-            return
-        b, h, n, d = self.k.shape
-        k, v = self.k.new_zeros(b, h, n + self.room, d), self.v.new_zeros(b, h, n + self.room, d)
-        k[:, :, :n], v[:, :, :n] = self.k, self.v
-        self.k, self.v, self.buffered = k, v, True
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:  # (B, H_kv, L_new, Dh)
+        if len(self.owner) == 0:  # the prompt: attended as it is, copied into buffers by owner.advance()
+            self.k, self.v = owned(k), owned(v)
+            return self.k, self.v
+        self.k.index_copy_(2, self.owner.slots, k)
+        self.v.index_copy_(2, self.owner.slots, v)
+        return self.k, self.v  # (B, H_kv, size, Dh): the whole buffers
 
-    def update(self, k, v):  # (B, H_kv, L_new, Dh) -> (B, H_kv, length + L_new, Dh) views
-        if self.slot is not None:  # compiled step: fixed shapes, position given as a tensor
-            self.k.index_copy_(2, self.slot, k)
-            self.v.index_copy_(2, self.slot, v)
-            return self.k, self.v
-        if self.k is None:  # the prompt
-            self.k, self.v, self.length = owned(k), owned(v), k.shape[2]
-            return self.k, self.v
-        self.allocate()
-        end = self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            raise ValueError(f"static KV cache full: it holds {self.k.shape[2]} positions, "
-                             f"{end} were asked for (make it with more room)")
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+    def allocate(self, size: int) -> None:
+        """The prompt's k, v (B, H_kv, L, Dh) -> buffers (B, H_kv, size, Dh) holding them in [0, L)."""
+        k, v = self.k, self.v
+        slots = torch.arange(k.shape[2], device=k.device)
+        self.k = k.new_zeros(k.shape[0], k.shape[1], size, k.shape[3]).index_copy_(2, slots, k)
+        self.v = v.new_zeros(v.shape[0], v.shape[1], size, v.shape[3]).index_copy_(2, slots, v)
 
 
 class StaticKVCache:
-    """A drop-in KVCache whose layers are StaticLayerCaches with `room` positions beyond the prompt.
+    """A KVCache of fixed size: the prompt's length + `room` positions (gpt-fast's static cache).
 
     Layers are made on first use, so it needs neither the depth nor the widths of the model:
     `generate` makes one with room = max_new_tokens and hands it to the model's first call.
     """
 
-    def __init__(self, room):
+    def __init__(self, room: int):
         self.room = room
-        self.layers = []
+        self.layers: list[StaticLayerCache] = []
+        self.length = 0  # positions written by forwards that finished
+        self.size = None  # prompt + room, fixed by the prompt
+        self.slots = None  # (L_new,) the positions the running forward writes
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> StaticLayerCache:
         while len(self.layers) <= i:
-            self.layers.append(StaticLayerCache(self.room))
+            self.layers.append(StaticLayerCache(self))
         return self.layers[i]
 
-    def __len__(self):
-        return self.layers[0].length if self.layers else 0
+    def __len__(self) -> int:
+        return self.length
 
-    def allocate(self):
-        """Make every layer's buffers now (a compiled step needs them before its first call)."""
-        for layer in self.layers:
-            layer.allocate()
+    def key_length(self, new: int) -> int:
+        """The prompt attends over itself; a decode step over the whole buffer (the mask hides the rest)."""
+        return new if self.length == 0 else self.size
 
-    def reorder(self, index):
-        """Keep only the batch rows in `index`."""
+    def begin(self, new: int, device: torch.device) -> None:
+        """Reserve the slots [length, length + new) for the forward about to run."""
+        if self.length == 0:
+            self.size = new + self.room
+        end = self.length + new
+        if end > self.size:
+            raise ValueError(f"static KV cache full: it holds {self.size} positions, {end} were asked for "
+                             f"(make it with more room)")
+        self.slots = torch.arange(self.length, end, device=device)
+
+    def advance(self) -> None:
+        """The running forward finished: its positions count as cached (after the prompt, the buffers
+        are made, one layer at a time)."""
+        if self.length == 0:
+            for layer in self.layers:
+                layer.allocate(self.size)
+        self.length += len(self.slots)
+        self.slots = None
+
+    def reorder(self, beam_idx: Tensor) -> None:
+        """Row i takes old row beam_idx[i] (beam search: each prompt's rows copied for its beams, then
+        the beams' order each step); beam_idx may be longer than the batch."""
         for layer in self.layers:
             if layer.k is not None:
-                layer.k, layer.v = layer.k[index], layer.v[index]
+                layer.k, layer.v = layer.k[beam_idx], layer.v[beam_idx]

@@ -4,20 +4,23 @@ True means the query may look at the key. Masks combine with `&`. Attention turn
 kernel's form, so every model builds masks the same readable way.
 """
 import torch
+from torch import Tensor
 
 
-def padding_mask(attention_mask):
+def padding_mask(attention_mask: Tensor) -> Tensor:
     """(B, L_key) of 1 = real token, 0 = padding  ->  (B, 1, 1, L_key) bool."""
     if attention_mask.dim() != 2:
         raise ValueError(f"attention_mask must be (batch, seq_len), got shape {tuple(attention_mask.shape)}")
     return attention_mask.bool()[:, None, None, :]
 
 
-def causal_mask(q_len, k_len, device=None, window=None):
-    """(1, 1, L_q, L_k) lower-triangular mask, aligned at the bottom right.
+def causal_mask(q_len: int, k_len: int, device: torch.device | None = None, window: int | None = None,
+                past: int | None = None) -> Tensor:
+    """(1, 1, L_q, L_k) lower-triangular mask: query i sits at position q = past + i and may see keys 0..q.
 
-    With a KV cache the queries are the *last* q_len positions of k_len keys, so query i sits at
-    absolute position q = k_len - q_len + i and may see keys 0..q.
+    past defaults to k_len - q_len (aligned at the bottom right): with a growing KV cache the queries
+    are the *last* q_len positions of k_len keys. A static cache's buffer is longer than the positions
+    written so far: past is then the number cached, and the keys beyond the queries stay hidden.
 
     window (Mistral's sliding window, Jiang et al. 2023): query q sees only keys k with
     q - window < k <= q, i.e. itself and the window - 1 keys before it. This is transformers'
@@ -25,7 +28,8 @@ def causal_mask(q_len, k_len, device=None, window=None):
     kv_idx <= q_idx), with positions counted in the cache — padding included — not in position_ids.
     Every key stays in the cache; the mask alone hides the old ones.
     """
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    past = k_len - q_len if past is None else past
+    q_pos = torch.arange(past, past + q_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     allowed = k_pos <= q_pos
     if window is not None:
@@ -35,7 +39,7 @@ def causal_mask(q_len, k_len, device=None, window=None):
     return allowed[None, None]
 
 
-def combine(*masks):
+def combine(*masks: Tensor | None) -> Tensor | None:
     """AND of the masks that are not None; None when all are None (attend everywhere)."""
     out = None
     for m in masks:

@@ -20,19 +20,21 @@ Two more layouts of the same rotation (Qwen2-VL, Wang et al. 2024):
 import math
 
 import torch
+from torch import Tensor
 
 
-def default_inv_freq(head_dim, theta=10000.0):
+def default_inv_freq(head_dim: int, theta: float = 10000.0) -> Tensor:
     """inv_freq[i] = theta^(-2i/Dh) for i < Dh/2."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
-def linear_inv_freq(head_dim, theta, factor):
+def linear_inv_freq(head_dim: int, theta: float, factor: float) -> Tensor:
     """Position interpolation (Chen et al. 2023): positions / factor, i.e. every frequency / factor."""
     return default_inv_freq(head_dim, theta) / factor
 
 
-def dynamic_inv_freq(head_dim, theta, factor, max_position_embeddings, seq_len):
+def dynamic_inv_freq(head_dim: int, theta: float, factor: float, max_position_embeddings: int,
+                     seq_len: int) -> Tensor:
     """Dynamic NTK scaling: past the trained length the base grows with the sequence length.
 
     HF recomputes this when max(position_ids) + 1 exceeds max_position_embeddings and returns to the
@@ -45,7 +47,8 @@ def dynamic_inv_freq(head_dim, theta, factor, max_position_embeddings, seq_len):
     return default_inv_freq(head_dim, base)
 
 
-def llama3_inv_freq(head_dim, theta, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+def llama3_inv_freq(head_dim: int, theta: float, factor: float, low_freq_factor: float, high_freq_factor: float,
+                    original_max_position_embeddings: int) -> Tensor:
     """Llama 3.1: wavelengths longer than original_len / low_freq_factor are slowed down by `factor`,
     those shorter than original_len / high_freq_factor are kept, the band between is interpolated."""
     inv_freq = default_inv_freq(head_dim, theta)
@@ -62,7 +65,8 @@ def llama3_inv_freq(head_dim, theta, factor, low_freq_factor, high_freq_factor, 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
 
 
-def rope_inv_freq(rope_parameters, head_dim, max_position_embeddings, seq_len=None):
+def rope_inv_freq(rope_parameters: dict, head_dim: int, max_position_embeddings: int,
+                  seq_len: int | None = None) -> Tensor:
     """inv_freq (Dh/2,) for HF's rope_parameters dict; seq_len = max(position_ids) + 1 (only "dynamic" uses it)."""
     p = rope_parameters
     kind = p.get("rope_type", p.get("type", "default"))
@@ -82,30 +86,34 @@ def rope_inv_freq(rope_parameters, head_dim, max_position_embeddings, seq_len=No
     raise ValueError(f"rope_type {kind!r} is not supported; expected one of {ROPE_TYPES}")
 
 
-def rope_cos_sin(position_ids, inv_freq, dtype=torch.float32):
+def rope_cos_sin(position_ids: Tensor, inv_freq: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """(B, L) positions -> cos, sin of shape (B, L, Dh), computed in float32 like the reference."""
     angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)  # (B, L, Dh/2)
     angles = torch.cat([angles, angles], dim=-1)  # (B, L, Dh): the same angle for both halves
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rotate_half(x):  # (..., Dh): (x1, x2) -> (-x2, x1)
+def rotate_half(x: Tensor) -> Tensor:  # (..., Dh): (x1, x2) -> (-x2, x1)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
 
 
-def rotate(x, cos, sin):
-    """x (B, H, L, Dh); cos/sin (B, L, Dh) -> every head of x rotated by its position's angles."""
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (B, H, L, Dh); cos/sin (B, L, Dh) -> every head of x rotated by its position's angles, in x's dtype.
+
+    cos / sin in x's dtype (the decoders, as HF's apply_rotary_pos_emb) rotate in that dtype; float32
+    ones (the vision towers) rotate in float32 and round once at the end, as HF's
+    apply_rotary_pos_emb_vision upcasts q and k."""
     cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
-    return x * cos + rotate_half(x) * sin
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)
 
 
-def apply_rotary(q, k, cos, sin):
+def apply_rotary(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     """q (B, H, L, Dh), k (B, H_kv, L, Dh); cos/sin (B, L, Dh) -> rotated q, k."""
     return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
-def vision_rope_2d(rows, cols, head_dim, theta=10000.0):
+def vision_rope_2d(rows: Tensor, cols: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
     """Axial 2-D RoPE for ViT patches (Qwen2-VL's vision tower): rows, cols (N,) -> cos, sin (N, Dh).
 
     The frequencies are those of a head of Dh/2 channels; the Dh/2 angles are [row * f, col * f],
@@ -116,7 +124,8 @@ def vision_rope_2d(rows, cols, head_dim, theta=10000.0):
     return angles.cos(), angles.sin()
 
 
-def mrope_cos_sin(position_ids, inv_freq, mrope_section, dtype=torch.float32):
+def mrope_cos_sin(position_ids: Tensor, inv_freq: Tensor, mrope_section: list[int],
+                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """M-RoPE: (3, B, L) positions (time, height, width) -> cos, sin (B, L, Dh).
 
     Frequency i < Dh/2 belongs to section k (mrope_section = sizes, summing to Dh/2) and turns with
@@ -138,7 +147,7 @@ class RotaryEmbedding:
     frequencies; we keep them in float32 (computed on the fly, Dh/2 numbers) like HF's forward does.
     """
 
-    def __init__(self, head_dim, rope_parameters, max_position_embeddings):
+    def __init__(self, head_dim: int, rope_parameters: dict, max_position_embeddings: int):
         self.head_dim = head_dim
         self.rope_parameters = dict(rope_parameters)
         self.max_position_embeddings = max_position_embeddings
@@ -147,18 +156,22 @@ class RotaryEmbedding:
         self.mrope_section = self.rope_parameters.get("mrope_section")  # Qwen2-VL's switch, else None
         self.table = None  # cos, sin (T, Dh) for positions 0..T-1, float32: made once, then looked up
 
-    def lookup(self, position_ids):
-        """cos, sin (B, L, Dh) read from a table of every position so far, grown (doubling) on demand,
-        so a decode step indexes two rows instead of recomputing angles and their cos / sin."""
-        needed = int(position_ids.max()) + 1
+    def lookup(self, position_ids: Tensor, reach: int | None = None) -> tuple[Tensor, Tensor]:
+        """cos, sin (B, L, Dh) read from a table of positions 0..T-1, grown (doubling) on demand, so a
+        decode step indexes two rows instead of recomputing angles and their cos / sin.
+        reach: a bound the caller knows (max position + 1); None reads it from the positions, which
+        makes the host wait on the device, once per prompt."""
+        needed = int(position_ids.max()) + 1 if reach is None else reach
         if self.table is None or self.table[0].shape[0] < needed or self.table[0].device != position_ids.device:
             size = max(256, 2 * needed)
-            self.table = rope_cos_sin(torch.arange(size, device=position_ids.device)[None], self.inv_freq)
-            self.table = (self.table[0][0], self.table[1][0])  # (T, Dh) each
+            cos, sin = rope_cos_sin(torch.arange(size, device=position_ids.device)[None], self.inv_freq)
+            self.table = (cos[0], sin[0])  # (T, Dh) each
         cos, sin = self.table
         return cos[position_ids], sin[position_ids]
 
-    def __call__(self, position_ids, dtype=torch.float32):  # (B, L) or M-RoPE's (3, B, L) -> cos, sin (B, L, Dh)
+    def __call__(self, position_ids: Tensor, dtype: torch.dtype = torch.float32,
+                 reach: int | None = None) -> tuple[Tensor, Tensor]:
+        """(B, L) or M-RoPE's (3, B, L) positions -> cos, sin (B, L, Dh); reach: see lookup."""
         if self.mrope_section is not None:
             if position_ids.dim() == 2:  # text only: the three axes share one position
                 position_ids = position_ids.expand(3, *position_ids.shape)
@@ -170,5 +183,5 @@ class RotaryEmbedding:
             seq_len = int(position_ids.max()) + 1
             inv_freq = rope_inv_freq(self.rope_parameters, self.head_dim, self.max_position_embeddings, seq_len)
             return rope_cos_sin(position_ids, inv_freq, dtype)
-        cos, sin = self.lookup(position_ids)
+        cos, sin = self.lookup(position_ids, reach)
         return cos.to(dtype), sin.to(dtype)

@@ -25,7 +25,19 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
-    def forward(self, x):  # (..., in) -> (..., out)
+    @classmethod
+    def from_parts(cls, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> "Int8Linear":
+        """An Int8Linear holding these int8 rows (out, in), scales (out,) and bias: what fusing several
+        int8 projections into one (fast/fused.py) stacks."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.register_buffer("weight", weight)
+        layer.register_buffer("scale", scale)
+        layer.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        layer.out_features, layer.in_features = weight.shape
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         if torch.compiler.is_compiling():
             # Inside a compiled decode step (fast/compiled.py): written as the sum it is, inductor makes
             # one loop that reads each int8 weight once, converts it in registers and accumulates,
@@ -42,16 +54,24 @@ class Int8Linear(nn.Module):
             y = torch.nn.functional.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
         return y if self.bias is None else y + self.bias
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int8 weights, per-output-channel scales"
 
 
-def quantize_int8(model, skip=()):
+def is_plain_linear(module: nn.Module) -> bool:
+    """nn.Linear itself or the matvec swap of it (fast/matvec.py), not a subclass with work of its own
+    (a pooler with an activation)."""
+    from .matvec import MatvecLinear
+    return type(module) in (nn.Linear, MatvecLinear)
+
+
+def quantize_int8(model: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
     """Replace every nn.Linear under `model` by an Int8Linear (in place), except modules whose name
-    ends with one of `skip`. A tied lm_head gets its own int8 copy; the embedding lookup stays float."""
+    ends with one of `skip`; fused projections (fast/fused.py) are linears too, quantised whole.
+    A tied lm_head gets its own int8 copy; the embedding lookup stays float."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and not full.endswith(tuple(skip)):
+            if is_plain_linear(child) and not full.endswith(tuple(skip)):
                 setattr(module, child_name, Int8Linear(child))
     return model

@@ -17,19 +17,21 @@ import torch
 from ..blocks.kv_cache import KVCache
 
 
-def crop(cache, length):
+def crop(cache: KVCache, length: int) -> None:
     """Forget cached positions from `length` on (a dynamic KVCache: slice each layer)."""
     for layer in cache.layers:
         if layer.k is not None:
             layer.k, layer.v = layer.k[:, :, :length], layer.v[:, :, :length]
 
 
-def feed(model, cache, ids):  # ids (1, L) after the cached positions -> logits (1, L, V) float32
+def feed(model: torch.nn.Module, cache: KVCache, ids: torch.Tensor) -> torch.Tensor:  # ids (1, L) after the cached positions -> logits (1, L, V) float32
     return model(input_ids=ids, past_key_values=cache, use_cache=True).logits.float()
 
 
 @torch.no_grad()
-def speculative_generate(target, draft, input_ids, max_new_tokens=20, k=4, eos_token_id=None, stats=None):
+def speculative_generate(target: torch.nn.Module, draft: torch.nn.Module, input_ids: torch.Tensor,
+                         max_new_tokens: int = 20, k: int = 4, eos_token_id: int | list[int] | None = None,
+                         stats: dict | None = None) -> torch.Tensor:
     """prompt (1, L) -> prompt + up to max_new_tokens tokens: the target's greedy ids.
 
     target, draft: LLaMA-style causal LMs sharing one vocabulary. stats: a dict that receives

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..blocks.token_ids import lookup_tokens
+from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, special_token_defaults
 from ..processing.anyres import tokens_per_image
 from ..text.llama import LlamaForCausalLM
@@ -29,7 +29,7 @@ from .clip import clip_vision_config
 from .projector import Projector, build_projector
 
 
-def llava_vision_config(**overrides):
+def llava_vision_config(**overrides) -> VisionConfig:
     """LLaVA-1.5's tower (CLIP ViT-L/14 at 336 px, HF LlavaConfig's default); overrides set the sizes."""
     cfg = dict(image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
     return clip_vision_config(**{**cfg, **overrides})
@@ -79,7 +79,7 @@ class LlavaConfig:
                                 self.vision_feature_select_strategy)
 
 
-def check_feature_selection(layer, strategy, num_layers):
+def check_feature_selection(layer: int | list[int], strategy: str, num_layers: int) -> None:
     if strategy not in ("default", "full"):
         raise ValueError(f"vision_feature_select_strategy must be 'default' or 'full', got {strategy!r}")
     layers = [layer] if isinstance(layer, int) else list(layer)
@@ -92,7 +92,7 @@ def check_feature_selection(layer, strategy, num_layers):
                              f"(valid: {-(num_layers + 1)} .. {num_layers})")
 
 
-def select_features(hidden_states, layer, strategy):
+def select_features(hidden_states: tuple[torch.Tensor, ...], layer: int | list[int], strategy: str) -> torch.Tensor:
     """The tower's hidden states -> the features LLaVA projects.
 
     hidden_states: tuple of (I, 1 + N, D_v), [0] the embeddings, [i] after layer i.
@@ -104,7 +104,8 @@ def select_features(hidden_states, layer, strategy):
     return join_features([hidden_states[k] for k in layers], strategy)
 
 
-def tower_features(tower, pixel_values, layer, strategy):
+def tower_features(tower: VisionTransformer, pixel_values: torch.Tensor, layer: int | list[int],
+                   strategy: str) -> torch.Tensor:
     """select_features(tower(pixel_values, output_hidden_states=True).hidden_states, layer, strategy),
     running only the tower layers the selection reads (VisionTransformer.hidden_states_at): with
     LLaVA's -2 the last layer is skipped. tests/test_fast_forward.py checks the two are equal."""
@@ -112,29 +113,33 @@ def tower_features(tower, pixel_values, layer, strategy):
     return join_features(tower.hidden_states_at(pixel_values, layers), strategy)
 
 
-def join_features(picked, strategy):
+def join_features(picked: list[torch.Tensor], strategy: str) -> torch.Tensor:
     """The picked hidden states (I, 1 + N, D_v) each -> (I, N, k * D_v): see select_features."""
     if strategy == "default":
         picked = [h[:, 1:] for h in picked]  # (I, N, D_v)
     return torch.cat(picked, dim=-1) if len(picked) > 1 else picked[0]
 
 
-def merge_image_features(inputs_embeds, input_ids, image_features, image_token_id):
-    """Write the image features into the text embeddings at the <image> positions.
+def merge_image_features(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, image_features: torch.Tensor,
+                         image_token_id: int, what: str = "image") -> torch.Tensor:
+    """Write the image (or video) features into the text embeddings at their placeholder tokens.
 
-    inputs_embeds (B, L, D), input_ids (B, L), image_features (I, N, D) -> (B, L, D).
-    The k-th <image> token in reading order (row by row) receives the k-th feature vector, the
-    same order HF's masked_scatter uses; so image i of the batch fills the i-th run of N tokens.
+    inputs_embeds (B, L, D), input_ids (B, L), image_features (I, N, D) per image, or (M, D) already
+    flat (Qwen2-VL's packed tower) -> (B, L, D). The k-th placeholder in reading order (row by row)
+    receives the k-th feature vector, the same order HF's masked_scatter uses; so image i of the
+    batch fills the i-th run of N tokens. Every VLM here merges through this one function.
     """
     is_image = input_ids == image_token_id  # (B, L)
-    n_tokens, n_features = int(is_image.sum()), image_features.shape[0] * image_features.shape[1]
+    features = image_features.reshape(-1, inputs_embeds.shape[-1])  # (I * N, D)
+    n_tokens, n_features = int(is_image.sum()), features.shape[0]
     if n_tokens != n_features:
-        raise ValueError(f"image tokens and image features do not match: input_ids hold {n_tokens} image "
-                         f"token(s) (id {image_token_id}) but the {image_features.shape[0]} image(s) give "
-                         f"{n_features} feature(s) ({image_features.shape[1]} per image); the prompt needs "
-                         f"one image token per feature")
-    features = image_features.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds.dtype)
-    return inputs_embeds.masked_scatter(is_image[..., None], features)
+        given = (f"the {image_features.shape[0]} {what}(s) give {n_features} feature(s) "
+                 f"({image_features.shape[1]} per {what})" if image_features.dim() == 3 else
+                 f"the {what}s give {n_features} feature(s)")
+        raise ValueError(f"{what} tokens and {what} features do not match: input_ids hold {n_tokens} {what} "
+                         f"token(s) (id {image_token_id}) but {given}; the prompt needs one {what} token per feature "
+                         f"(build it with the model's processor: weights_convert.load_processor)")
+    return inputs_embeds.masked_scatter(is_image[..., None], features.to(inputs_embeds.dtype))
 
 
 class LlavaForConditionalGeneration(nn.Module):
@@ -152,10 +157,11 @@ class LlavaForConditionalGeneration(nn.Module):
                                                          bias=cfg.multimodal_projector_bias)
         self.language_model = LlamaForCausalLM(cfg.text_config)
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
 
-    def get_image_features(self, pixel_values, vision_feature_layer=None, vision_feature_select_strategy=None):
+    def get_image_features(self, pixel_values: torch.Tensor, vision_feature_layer: int | list[int] | None = None,
+                           vision_feature_select_strategy: str | None = None) -> torch.Tensor:
         """pixel_values (I, 3, H, W) -> projected features (I, N, D_t)."""
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
@@ -175,22 +181,23 @@ class LlavaForConditionalGeneration(nn.Module):
                 past_key_values=None, inputs_embeds=None, vision_feature_layer=None,
                 vision_feature_select_strategy=None, labels=None, use_cache=False, logits_to_keep=0,
                 output_hidden_states=False):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids (B, L) or inputs_embeds (B, L, D); got "
-                             + ("both" if input_ids is not None else "neither"))
+        check_one_input(input_ids, inputs_embeds)
         image_features = None
-        if input_ids is not None:
-            if pixel_values is None and past_key_values is None:
-                n = int((input_ids == self.config.image_token_index).sum())
-                if n:
-                    raise ValueError(f"input_ids hold {n} image token(s) (id {self.config.image_token_index}) "
-                                     f"but no pixel_values were given")
+        if input_ids is not None and pixel_values is not None:
             inputs_embeds, image_features = self.embed(input_ids, pixel_values, vision_feature_layer,
                                                        vision_feature_select_strategy)
+            input_ids = None
+        elif input_ids is not None and (past_key_values is None or len(past_key_values) == 0):
+            # a prompt without pixels must hold no image token; a decode step's ids (the model's own
+            # picks) go to the decoder unread, so the host never waits on the device there
+            n = int((input_ids == self.config.image_token_index).sum())
+            if n:
+                raise ValueError(f"input_ids hold {n} image token(s) (id {self.config.image_token_index}) "
+                                 f"but no pixel_values were given")
         elif pixel_values is not None:
             raise ValueError("pixel_values need input_ids to find the image tokens; with inputs_embeds, "
                              "write the image features in yourself (see llava_splice.py)")
-        out = self.language_model(attention_mask=attention_mask, position_ids=position_ids,
+        out = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels,
                                   use_cache=use_cache, logits_to_keep=logits_to_keep,
                                   output_hidden_states=output_hidden_states)
@@ -216,7 +223,7 @@ STAGES = {
 }
 
 
-def freeze(model, stage):
+def freeze(model: nn.Module, stage: int | str) -> list[str]:
     """Set requires_grad for a training stage (1 or 2, or "pretrain" / "finetune"); returns the names
     of the trainable parameters. Everything outside the stage's parts is frozen."""
     stage = {"pretrain": 1, "finetune": 2}.get(stage, stage)

@@ -2,7 +2,7 @@
 at Any Resolution"): LLaVA's recipe with three switches and two new ideas.
 
     pixel_values (N, 3*2*14*14) + image_grid_thw (I, 3)   the processor's patches, any image size
-      -> visual: the one ViT with packed=True             Conv3d patches, 2-D RoPE, images kept apart
+      -> visual: PackedVisionTransformer                  Conv3d patches, 2-D RoPE, images kept apart
          -> PatchMerger (its pooler): 2x2 neighbours       (N / 4, D_t) LM tokens
     (pixel_values_videos + video_grid_thw: the same tower, frames in pairs)
     input_ids (B, L) with one <|image_pad|> / <|video_pad|> per merged token
@@ -10,7 +10,7 @@ at Any Resolution"): LLaVA's recipe with three switches and two new ideas.
       -> the Qwen2 decoder with M-RoPE: (3, B, L) positions (models/mrope_positions.py)
       -> lm_head                                           logits (B, L, V)
 
-Names follow transformers' Qwen2VLForConditionalGeneration. Ours: visual (VisionTransformer),
+Names follow transformers' Qwen2VLForConditionalGeneration. Ours: visual (PackedVisionTransformer),
 language_model (LlamaForCausalLM with the Qwen2 switches and rope_parameters["mrope_section"]).
 
 Qwen2.5-VL (Bai et al. 2025) is the same class with four switches: RMSNorm and SwiGLU in the vision
@@ -22,16 +22,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..blocks.token_ids import lookup_tokens
+from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, prompt_positions, special_token_defaults
 from ..processing.qwen2_vl import merged_tokens
 from ..text.llama import LlamaForCausalLM
 from ..text.llama_config import LlamaConfig
-from ..vision import VisionConfig, VisionTransformer
+from ..vision import PackedVisionTransformer, VisionConfig
+from .llava import merge_image_features
 from .mrope_positions import rope_index, token_types
 
 
-def qwen2_vl_vision_config(**overrides):
+def qwen2_vl_vision_config(**overrides) -> VisionConfig:
     """Qwen2-VL's tower (HF Qwen2VLVisionConfig's defaults: 675M, 32 x 1280, patches 2 x 14 x 14)."""
     cfg = dict(image_size=14, patch_size=14, hidden_size=1280, num_layers=32, num_heads=16, intermediate_size=5120,
                hidden_act="quick_gelu", layer_norm_eps=1e-6, class_token=False, patch_bias=False,
@@ -59,31 +60,19 @@ class Qwen2VLConfig:
                              f"is {self.text_config.hidden_size} wide")
 
 
-def write_features(inputs_embeds, input_ids, features, token_id, what, expected):
-    """The k-th placeholder (reading order, row by row) receives the k-th feature: (B, L, D).
-    expected: the placeholders the grids need (processing.qwen2_vl.merged_tokens, as the processor counts)."""
-    slots = input_ids == token_id  # (B, L)
-    n_tokens = int(slots.sum())
-    if n_tokens != expected or expected != features.shape[0]:
-        raise ValueError(f"{what} tokens and {what} features do not match: input_ids hold {n_tokens} {what} "
-                         f"token(s) (id {token_id}) but the {what}_grid_thw give {expected} feature(s); "
-                         f"build the prompt with the processor (weights_convert.load_processor)")
-    return inputs_embeds.masked_scatter(slots[..., None], features.to(inputs_embeds.dtype))
-
-
 class Qwen2VLForConditionalGeneration(nn.Module):
     def __init__(self, cfg: Qwen2VLConfig):
         super().__init__()
         self.config = cfg
-        self.visual = VisionTransformer(cfg.vision_config)
+        self.visual = PackedVisionTransformer(cfg.vision_config)
         self.language_model = LlamaForCausalLM(cfg.text_config)
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.language_model.get_input_embeddings()
 
-    def get_image_features(self, pixel_values, image_grid_thw):
+    def get_image_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         """(N, C*T*p*p) patches of every image -> (N / m^2, D_t) LM tokens."""
-        return self.visual.forward_packed(pixel_values, image_grid_thw).pooler_output
+        return self.visual(pixel_values, image_grid_thw).pooler_output
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
         """Token embeddings with image and video features written at their placeholders: (B, L, D_t)."""
@@ -96,10 +85,10 @@ class Qwen2VLForConditionalGeneration(nn.Module):
             if grid is None:
                 raise ValueError(f"{what} pixels need {what}_grid_thw (t, h, w per {what}) to be read")
             name = "pixel_values" if what == "image" else "pixel_values_videos"
-            features = self.visual.forward_packed(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
-            # the count the processor wrote the placeholders with (merged_tokens), checked against the ids
-            expected = sum(merged_tokens(grid, cfg.vision_config.spatial_merge_size))
-            inputs_embeds = write_features(inputs_embeds, input_ids, features, token, what, expected)
+            features = self.visual(pixels, grid, what=name).pooler_output  # (N / m^2, D_t)
+            # one LM token per m x m block: the count the processor writes placeholders with (merged_tokens)
+            assert features.shape[0] == sum(merged_tokens(grid, cfg.vision_config.spatial_merge_size)), features.shape
+            inputs_embeds = merge_image_features(inputs_embeds, input_ids, features, token, what)
         return inputs_embeds
 
     def position_ids(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
@@ -120,12 +109,12 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                 logits_to_keep=0, output_hidden_states=False):
         """position_ids: (3, B, L), or None to compute them from the grids (HF's forward without a cache:
         get_rope_index when grids are given, else past..past+L-1 on all three axes)."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids (B, L) or inputs_embeds (B, L, D); got "
-                             + ("both" if input_ids is not None else "neither"))
-        if input_ids is not None:
+        check_one_input(input_ids, inputs_embeds)
+        decoding = past_key_values is not None and len(past_key_values) > 0
+        pixels_given = pixel_values is not None or pixel_values_videos is not None
+        if input_ids is not None and (pixels_given or not decoding):  # a prompt: check, embed, write the features
             cfg = self.config
-            if past_key_values is None:
+            if not decoding:
                 for what, pixels, token in (("image", pixel_values, cfg.image_token_id),
                                             ("video", pixel_values_videos, cfg.video_token_id)):
                     n = int((input_ids == token).sum())
@@ -134,13 +123,15 @@ class Qwen2VLForConditionalGeneration(nn.Module):
                                          f"pixel_values{'_videos' if what == 'video' else ''} were given")
             inputs_embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
             if position_ids is None and (image_grid_thw is not None or video_grid_thw is not None):
-                if past_key_values is not None:
+                if decoding:
                     raise ValueError("continuing from a cache needs position_ids (3, B, L); generate() passes them")
                 position_ids = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw,
                                                  mm_token_type_ids, second_per_grid_ts)
-        elif pixel_values is not None or pixel_values_videos is not None:
+            input_ids = None
+        elif input_ids is None and pixels_given:
             raise ValueError("pixels need input_ids to find their placeholder tokens")
-        return self.language_model(attention_mask=attention_mask, position_ids=position_ids,
+        # a decode step's ids (the model's own picks) go to the decoder unread: the host never waits there
+        return self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels,
                                    use_cache=use_cache, logits_to_keep=logits_to_keep,
                                    output_hidden_states=output_hidden_states)

@@ -18,7 +18,7 @@ pre-norm vision tower.
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..blocks import Attention, KVCache, LayerCache, MLP, causal_mask, combine, get_activation, padding_mask
 from ..blocks.token_ids import lookup_tokens
@@ -88,7 +88,8 @@ class BertLayer(nn.Module):
         self.mlp_norm = nn.LayerNorm(D, eps=eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, x, mask=None, context=None, context_mask=None, cache=None, cross_cache=None):
+    def forward(self, x: Tensor, mask: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None, cache=None, cross_cache=None) -> Tensor:
         """x (B, L, D); context (B, Lc, Dc) or None (unimodal: no cross-attention)."""
         x = self.self_attend(x, mask, cache)
         if context is not None:
@@ -96,19 +97,22 @@ class BertLayer(nn.Module):
         return self.feed_forward(x, self.mlp, self.mlp_norm)
 
     # The three post-norm sub-layers, also called one by one by the Q-Former (text/qformer.py).
-    def self_attend(self, x, mask=None, cache=None):
+    def self_attend(self, x: Tensor, mask: Tensor | None = None, cache=None) -> Tensor:
         return self.self_attn_norm(x + self.dropout(self.self_attn(x, mask=mask, cache=cache)))
 
-    def cross_attend(self, x, context, context_mask=None, cache=None, return_probs=False):
+    def cross_attend(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None, cache=None,
+                     return_probs: bool = False):
         """return_probs: also the attention map (B, H, L, Lc), for pictures."""
         if self.cross_attn is None:
             raise ValueError("encoder_hidden_states given, but this text model has no cross-attention layers")
-        out = self.cross_attn(x, context, mask=context_mask, cache=cache, return_probs=return_probs)
-        out, probs = out if return_probs else (out, None)
+        if return_probs:
+            out, probs = self.cross_attn.forward_with_probs(x, context, mask=context_mask, cache=cache)
+        else:
+            out = self.cross_attn(x, context, mask=context_mask, cache=cache)
         x = self.cross_attn_norm(x + self.dropout(out))
         return (x, probs) if return_probs else x
 
-    def feed_forward(self, x, mlp, norm):
+    def feed_forward(self, x: Tensor, mlp: nn.Module, norm: nn.Module) -> Tensor:
         return norm(x + self.dropout(mlp(x)))
 
 
@@ -130,7 +134,7 @@ class ContextCache(LayerCache):
     """Keys/values of the cross-attended states: they do not change while decoding, so they are
     projected on the first step only; later steps pass an empty context and get these back."""
 
-    def update(self, k, v):
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if self.k is None:
             self.k, self.v = k, v
         return self.k, self.v
@@ -139,11 +143,11 @@ class ContextCache(LayerCache):
 class DecodeCache:
     """Self-attention KVCache plus the per-layer ContextCache of the cross-attention."""
 
-    def __init__(self, num_layers):
+    def __init__(self, num_layers: int):
         self.self_attn = KVCache(num_layers)
         self.cross_attn = [ContextCache() for _ in range(num_layers)]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.self_attn)
 
     def reorder(self, rows):
@@ -157,7 +161,7 @@ class DecodeCache:
 class BertTextModel(nn.Module):
     """One text transformer for all three modes; `lm_head=True` adds the prediction head (the decoder)."""
 
-    def __init__(self, cfg: BertConfig, lm_head=False):
+    def __init__(self, cfg: BertConfig, lm_head: bool = False):
         super().__init__()
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
@@ -167,7 +171,7 @@ class BertTextModel(nn.Module):
             # BERT ties the output projection to the input word embeddings (HF ties it for BLIP).
             self.head.decoder.weight = self.embeddings.word_embeddings.weight
 
-    def new_cache(self):
+    def new_cache(self) -> DecodeCache:
         return DecodeCache(len(self.layers))
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, encoder_hidden_states=None,
@@ -209,7 +213,7 @@ class BertTextModel(nn.Module):
         return out
 
 
-def share_encoder_decoder(encoder: BertTextModel, decoder: BertTextModel):
+def share_encoder_decoder(encoder: BertTextModel, decoder: BertTextModel) -> None:
     """BLIP's parameter sharing for pre-training (Li et al. 2022, Sec. 3.2): the image-grounded
     encoder and decoder share everything except the self-attention layers, whose roles
     (bidirectional vs causal) conflict most. Makes `decoder` reuse `encoder`'s modules in place."""

@@ -13,13 +13,11 @@ inputs_embeds, labels -> logits, loss, past_key_values).
 """
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..blocks import Attention, KVCache, RMSNorm, SwiGLU, causal_mask, combine, padding_mask
-from ..blocks.fused import fuse_projections
-from ..blocks.linear import Linear
 from ..blocks.rotary import RotaryEmbedding
-from ..blocks.token_ids import lookup_tokens
+from ..blocks.token_ids import check_one_input, lookup_tokens
 from ..generation import generate, special_token_defaults
 from ..outputs import ModelOutput
 from .llama_config import LlamaConfig
@@ -35,46 +33,50 @@ class DecoderLayer(nn.Module):
         self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, act=cfg.hidden_act, bias=cfg.mlp_bias)
 
-    def forward(self, x, mask, rope, cache=None, causal=False):  # (B, L, D) -> (B, L, D)
-        # x + sublayer(x), added into the sublayer's own fresh output (as blocks/transformer.py does)
-        x = self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal).add_(x)
-        return self.mlp(self.norm2(x)).add_(x)
+    def forward(self, x: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor], cache=None,
+                causal: bool = False) -> Tensor:  # (B, L, D) -> (B, L, D)
+        x = x + self.attn(self.norm1(x), mask=mask, rope=rope, cache=cache, causal=causal)
+        return x + self.mlp(self.norm2(x))
 
 
-def check_inputs(input_ids, inputs_embeds, hidden_size):
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids (B, L) or inputs_embeds (B, L, D); got "
-                         + ("both" if input_ids is not None else "neither"))
+def check_inputs(input_ids: Tensor | None, inputs_embeds: Tensor | None, hidden_size: int) -> None:
+    check_one_input(input_ids, inputs_embeds)
     if input_ids is not None and input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
     if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size):
         raise ValueError(f"inputs_embeds must be (batch, seq_len, {hidden_size}), got shape {tuple(inputs_embeds.shape)}")
 
 
-def embed_and_cache(model, input_ids, inputs_embeds, attention_mask, past_key_values, use_cache, width):
+def embed_and_cache(model: nn.Module, input_ids: Tensor | None, inputs_embeds: Tensor | None,
+                    attention_mask: Tensor | None, past_key_values, use_cache: bool, width: int):
     """The preamble every decoder here shares (LLaMA, OPT): the inputs checked, the tokens embedded
     (B, L, width), a KVCache made when use_cache asks for one, and the mask checked against cached + new
-    positions. Returns x, cache (or None), past (the number of cached positions)."""
+    positions. Returns x, cache (or None), past (the number of cached positions).
+    Token ids are checked against the vocabulary when nothing is cached yet (the prefill): a decode
+    step's ids are the model's own picks, and reading them would make the host wait on the device."""
     check_inputs(input_ids, inputs_embeds, width)
-    x = lookup_tokens(model.embed_tokens, input_ids) if inputs_embeds is None else inputs_embeds
-    batch, length = x.shape[:2]
     cache = past_key_values
     if cache is None and use_cache:
         cache = KVCache(len(model.layers))
     past = len(cache) if cache is not None else 0
+    x = lookup_tokens(model.embed_tokens, input_ids, check=past == 0) if inputs_embeds is None else inputs_embeds
+    batch, length = x.shape[:2]
     if attention_mask is not None and tuple(attention_mask.shape) != (batch, past + length):
         raise ValueError(f"attention_mask must be (batch, cached + new positions) = ({batch}, {past + length}), "
                          f"got shape {tuple(attention_mask.shape)}")
     return x, cache, past
 
 
-def decoder_mask(length, past, attention_mask, device, window=None):
-    """(B|1, 1, L, past + L): a query sees earlier real tokens (and the cached ones) only. A single
-    new query (a decode step) is the last position: causality hides nothing from it, but a sliding
-    window (Mistral, Qwen2) still hides the keys older than the window."""
-    return combine(causal_mask(length, past + length, device=device, window=window)
-                   if length > 1 or window is not None else None,
-                   padding_mask(attention_mask) if attention_mask is not None else None)
+def decoder_mask(length: int, past: int, keys: int, attention_mask: Tensor | None, device: torch.device,
+                 window: int | None = None) -> Tensor:
+    """(B|1, 1, L, keys): the L new queries sit at positions past..past+L-1 and see the keys at or
+    before them that are real tokens (and, with a sliding window (Mistral, Qwen2), not older than
+    it). keys = past + L for a growing cache, the whole buffer for a static one: its slots past the
+    queries are not written yet and stay hidden."""
+    causal = causal_mask(length, keys, device=device, window=window, past=past)
+    if attention_mask is None:
+        return causal
+    return combine(causal, padding_mask(F.pad(attention_mask, (0, keys - attention_mask.shape[1]))))
 
 
 class LlamaModel(nn.Module):
@@ -88,8 +90,9 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_parameters, cfg.max_position_embeddings)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=False, output_hidden_states=False):
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values=None, inputs_embeds: Tensor | None = None,
+                use_cache: bool = False, output_hidden_states: bool = False) -> ModelOutput:
         """attention_mask (B, past + L): 1 = token, 0 = padding, covering the cached positions too.
         position_ids (B, L): None gives past..past+L-1 for every row, as HF's forward does (generate
         passes positions counted from the mask, so left padding does not shift them)."""
@@ -102,23 +105,31 @@ class LlamaModel(nn.Module):
             # (3, B, L) with M-RoPE (Qwen2-VL): time, height and width positions per token.
             raise ValueError(f"position_ids must be ({batch}, {length}) (or (3, {batch}, {length}) with M-RoPE), "
                              f"got shape {tuple(position_ids.shape)}")
+        keys = cache.key_length(length) if cache is not None else length  # what each layer attends over
 
-        # Without padding and without a window no mask tensor is built: a prompt uses sdpa's own causal
-        # kernel (as HF's sdpa path does), a decode step needs no mask at all. Otherwise one mask per
-        # distinct window of the layers (Mistral / Qwen2 may mix full and sliding layers).
-        padded = attention_mask is not None and not bool(attention_mask.all())
-        masks = {}  # window -> (mask (B|1, 1, L, past + L) or None, causal kernel?)
+        # One mask per distinct window of the layers (Mistral / Qwen2 may mix full and sliding layers).
+        # A prompt with no padding, no window and no cache buffer to hide uses sdpa's own causal kernel
+        # instead of a mask tensor (as HF's sdpa path does); only a prompt asks whether there is padding
+        # (reading the mask makes the host wait on the device: never in a decode step).
+        plain_prompt = past == 0 and length > 1 and keys == length and \
+            (attention_mask is None or bool(attention_mask.all()))
+        masks = {}  # window -> (mask (B|1, 1, L, keys) or None, causal kernel?)
         for w in {self.config.layer_window(i) for i in range(len(self.layers))}:
-            causal = w is None and length > 1 and past == 0 and not padded
-            masks[w] = (None if causal else
-                        decoder_mask(length, past, attention_mask if padded else None, x.device, window=w), causal)
-        rope = self.rope(position_ids, dtype=x.dtype)  # cos, sin (B, L, Dh)
+            causal = plain_prompt and w is None
+            masks[w] = (None if causal else decoder_mask(length, past, keys, attention_mask, x.device, window=w), causal)
+        # cos, sin (B, L, Dh); positions are read (a host wait) only for the prompt: a decode step's are
+        # below past + L, the positions' count so far (generate counts them over real tokens)
+        rope = self.rope(position_ids, dtype=x.dtype, reach=None if past == 0 else past + length)
+        if cache is not None:
+            cache.begin(length, x.device)
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             mask, causal = masks[self.config.layer_window(i)]
             x = layer(x, mask, rope, cache[i] if cache is not None else None, causal)
             if output_hidden_states:
                 hidden_states.append(x)
+        if cache is not None:
+            cache.advance()  # every layer wrote its k, v: the new positions count as cached
         x = self.norm(x)
         out = ModelOutput(last_hidden_state=x)
         if use_cache:
@@ -129,7 +140,7 @@ class LlamaModel(nn.Module):
         return out
 
 
-def causal_lm_loss(logits, labels, ignore_index=-100):
+def causal_lm_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
     """Token t predicts label t+1; mean cross-entropy over labels != ignore_index (HF's ForCausalLMLoss)."""
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels must be (batch, seq_len) = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
@@ -150,19 +161,17 @@ class LlamaForCausalLM(nn.Module):
         self.config = cfg
         self.model = self.body(cfg)
         # reads the width tokens are embedded at (OPT may embed narrower than its layers run)
-        self.lm_head = Linear(self.model.embed_tokens.embedding_dim, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(self.model.embed_tokens.embedding_dim, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight  # one matrix reads and writes tokens
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    def fuse_projections(self, on=True):
-        """q/k/v and gate/up as one matmul each (on) or the separate HF modules (off): blocks/fused.py."""
-        return fuse_projections(self, on)
-
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=False, logits_to_keep=0, output_hidden_states=False):
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values=None, inputs_embeds: Tensor | None = None,
+                labels: Tensor | None = None, use_cache: bool = False, logits_to_keep: int = 0,
+                output_hidden_states: bool = False) -> ModelOutput:
         """logits_to_keep=n > 0 computes logits for the last n positions only (generate's prefill)."""
         body = self.model(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
                           output_hidden_states)
@@ -177,7 +186,8 @@ class LlamaForCausalLM(nn.Module):
             out.hidden_states = body.hidden_states
         return out
 
-    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+    def generate(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                 inputs_embeds: Tensor | None = None, **kwargs) -> Tensor:
         """Prompt + new tokens, greedy unless do_sample=True; eos / pad ids default to the checkpoint's
         generation_config.json, then the config's."""
         special_token_defaults(self, self.config, kwargs)

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ..blocks import MLP, Attention
-from ..blocks.linear import Linear
 from ..outputs import ModelOutput
 from .llama import LlamaForCausalLM, decoder_mask, embed_and_cache
 
@@ -57,7 +56,7 @@ class OPTConfig:
                              f"num_attention_heads={self.num_attention_heads}")
 
 
-def mask_positions(attention_mask, past=0):
+def mask_positions(attention_mask: torch.Tensor, past: int = 0) -> torch.Tensor:
     """OPT's positions: count the real tokens (cumsum - 1), padding -> -1, the last L of them."""
     positions = attention_mask.long().cumsum(-1) * attention_mask.long() - 1  # (B, T)
     return positions[:, past:]
@@ -81,7 +80,7 @@ class OPTDecoderLayer(nn.Module):
             return x + self.dropout(fn(norm(x)))
         return norm(x + self.dropout(fn(x)))
 
-    def forward(self, x, mask, cache=None):  # (B, L, D) -> (B, L, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache=None) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         x = self._sublayer(x, self.norm1, lambda h: self.attn(h, mask=mask, cache=cache))
         return self._sublayer(x, self.norm2, self.mlp)
 
@@ -96,8 +95,8 @@ class OPTModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, E, padding_idx=cfg.pad_token_id)
         self.embed_positions = nn.Embedding(cfg.max_position_embeddings + POSITION_OFFSET, D)
         # opt-350m embeds words at 512 and runs the layers at 1024: two bias-free projections between.
-        self.project_in = Linear(E, D, bias=False) if E != D else None
-        self.project_out = Linear(D, E, bias=False) if E != D else None
+        self.project_in = nn.Linear(E, D, bias=False) if E != D else None
+        self.project_out = nn.Linear(D, E, bias=False) if E != D else None
         self.layers = nn.ModuleList(OPTDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         keep_final = cfg.do_layer_norm_before and not cfg.remove_final_layer_norm
         self.final_norm = nn.LayerNorm(D, elementwise_affine=cfg.layer_norm_elementwise_affine) if keep_final else None
@@ -123,9 +122,14 @@ class OPTModel(nn.Module):
         if self.project_in is not None:
             x = self.project_in(x)  # (B, L, D)
         x = x + self.embed_positions(position_ids + POSITION_OFFSET)
-        mask = decoder_mask(length, past, attention_mask, x.device)  # (B|1, 1, L, past + L)
+        keys = cache.key_length(length) if cache is not None else length
+        mask = decoder_mask(length, past, keys, attention_mask, x.device)  # (B|1, 1, L, keys)
+        if cache is not None:
+            cache.begin(length, x.device)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, cache[i] if cache is not None else None)
+        if cache is not None:
+            cache.advance()
         if self.final_norm is not None:
             x = self.final_norm(x)
         if self.project_out is not None:

@@ -1,2 +1,3 @@
 from .config import VisionConfig
+from .packed_vit import PackedVisionTransformer
 from .vit import PatchEmbedding, VisionTransformer

@@ -14,10 +14,10 @@ fuses are consecutive, and positions must be produced in the same order (`patch_
 """
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..blocks.mlp import MLP
-from ..blocks.transformer import make_norm
+from ..blocks.norms import make_norm
 
 
 class PatchEmbedding3D(nn.Module):
@@ -28,23 +28,23 @@ class PatchEmbedding3D(nn.Module):
     An image is two identical frames (the processor repeats it), so it uses the same weights as video.
     """
 
-    def __init__(self, num_channels, temporal_patch_size, patch_size, hidden_size):
+    def __init__(self, num_channels: int, temporal_patch_size: int, patch_size: int, hidden_size: int):
         super().__init__()
         self.cube = (num_channels, temporal_patch_size, patch_size, patch_size)
         kernel = self.cube[1:]
         self.proj = nn.Conv3d(num_channels, hidden_size, kernel_size=kernel, stride=kernel, bias=False)
 
     @property
-    def patch_dim(self):
+    def patch_dim(self) -> int:
         c, t, p, _ = self.cube
         return c * t * p * p
 
-    def forward(self, pixel_values):  # (N, C*T*p*p) -> (N, D)
+    def forward(self, pixel_values: Tensor) -> Tensor:  # (N, C*T*p*p) -> (N, D)
         cubes = pixel_values.reshape(-1, *self.cube).to(self.proj.weight.dtype)  # (N, C, T, p, p)
         return self.proj(cubes).flatten(1)  # (N, D, 1, 1, 1) -> (N, D)
 
 
-def check_grid(pixel_values, grid_thw, patch_dim, merge, what="pixel_values"):
+def check_grid(pixel_values: Tensor, grid_thw: Tensor, patch_dim: int, merge: int, what: str = "pixel_values") -> None:
     """pixel_values must hold sum(T*H*W) patches of patch_dim numbers; H, W multiples of the merge size."""
     if not torch.is_tensor(grid_thw) or grid_thw.dim() != 2 or grid_thw.shape[-1] != 3:
         shape = tuple(grid_thw.shape) if torch.is_tensor(grid_thw) else type(grid_thw).__name__
@@ -59,7 +59,7 @@ def check_grid(pixel_values, grid_thw, patch_dim, merge, what="pixel_values"):
         raise ValueError(f"grid rows and cols must be multiples of spatial_merge_size={merge}, got {grid_thw.tolist()}")
 
 
-def patch_positions(grid_thw, merge):
+def patch_positions(grid_thw: Tensor, merge: int) -> tuple[Tensor, Tensor]:
     """(row, col) of every patch in the processor's merge-block-major order: two (N,) tensors."""
     rows, cols = [], []
     for t, h, w in grid_thw.tolist():
@@ -71,13 +71,13 @@ def patch_positions(grid_thw, merge):
     return torch.cat(rows).to(grid_thw.device), torch.cat(cols).to(grid_thw.device)
 
 
-def attention_segments(grid_thw):
+def attention_segments(grid_thw: Tensor) -> list[int]:
     """Lengths of the runs of patches that attend to each other: one per temporal slice of each
     image/video, h*w patches (HF's cu_seqlens: repeat_interleave(h*w, t))."""
     return [h * w for t, h, w in grid_thw.tolist() for _ in range(t)]
 
 
-def block_diagonal_mask(lengths, device=None):
+def block_diagonal_mask(lengths: list[int], device: torch.device | None = None) -> Tensor:
     """(1, 1, N, N) bool: patch q may see patch k iff both lie in the same segment — the readable
     picture of packing several images into one sequence."""
     segment = torch.repeat_interleave(torch.arange(len(lengths), device=device),
@@ -85,7 +85,7 @@ def block_diagonal_mask(lengths, device=None):
     return (segment[:, None] == segment[None, :])[None, None]
 
 
-def window_order(grid_thw, merge, window):
+def window_order(grid_thw: Tensor, merge: int, window: int) -> tuple[Tensor, list[int]]:
     """Qwen2.5-VL's windows: each temporal slice's grid of merge units (h/m x w/m) is cut into
     window x window tiles (the last row/column of tiles may be smaller). Returns the merge units in
     window-by-window order, (N / m^2,) indices into the reading order, and the windows' lengths in
@@ -111,12 +111,12 @@ class PatchMerger(nn.Module):
     """LayerNorm, then each m x m block of neighbouring patches (consecutive in the sequence) is
     concatenated into one (m*m*D,) vector and an MLP maps it to the LM's width (HF's PatchMerger)."""
 
-    def __init__(self, dim, out_dim, merge, eps=1e-6, norm="layer"):
+    def __init__(self, dim: int, out_dim: int, merge: int, eps: float = 1e-6, norm: str = "layer"):
         super().__init__()
         self.group = merge * merge
         self.norm = make_norm(norm, dim, eps)  # Qwen2.5-VL: RMSNorm
         self.mlp = MLP(dim * self.group, dim * self.group, act="gelu", out_dim=out_dim)
 
-    def forward(self, x):  # (N, D) -> (N / m^2, out_dim)
+    def forward(self, x: Tensor) -> Tensor:  # (N, D) -> (N / m^2, out_dim)
         x = self.norm(x)
         return self.mlp(x.reshape(-1, x.shape[-1] * self.group))

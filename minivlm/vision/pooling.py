@@ -15,21 +15,23 @@ from torch import nn
 
 from ..blocks.attention import Attention
 from ..blocks.mlp import MLP
+from .config import VisionConfig
 
 
 class AttentionPoolingHead(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg: VisionConfig):
         super().__init__()
         D = cfg.hidden_size
         self.probe = nn.Parameter(torch.randn(1, 1, D) * D ** -0.5)  # (1, 1, D)
-        self.attn = Attention(D, cfg.num_heads)
+        self.attn = Attention(D, cfg.num_heads, kv_dim=D)  # cross-attention: the probe reads the tokens
         self.norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
         self.mlp = MLP(D, cfg.intermediate_size, act=cfg.hidden_act)
 
-    def forward(self, x, return_probs=False):  # (B, N, D) -> (B, D)
+    def forward(self, x: torch.Tensor, return_probs: bool = False):  # (B, N, D) -> (B, D)
         probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        h = self.attn(probe, context=x, return_probs=return_probs)  # (B, 1, D)
         if return_probs:  # where the probe looks: (B, H, 1, N), for pictures
-            h, probs = h
+            h, probs = self.attn.forward_with_probs(probe, context=x)  # (B, 1, D)
+        else:
+            h = self.attn(probe, context=x)  # (B, 1, D)
         h = h + self.mlp(self.norm(h))
         return (h[:, 0], probs) if return_probs else h[:, 0]
