@@ -144,7 +144,7 @@ def trace_qwen2_vl(model, processor, image=None, prompt=None, max_new_tokens=8, 
                         extra={"grid": (t, h, w)}))
     embedded = tower.patch_embed(pixel_values)
     stages.append(Stage("patch embedding", embedded, shape(embedded), "Conv3d = one Linear per patch; no position table"))
-    hidden = tower.forward_packed(pixel_values, grid, output_hidden_states=True, what=key)
+    hidden = tower(pixel_values, grid, output_hidden_states=True, what=key)
     for i, state in enumerate(hidden.hidden_states[1:], 1):
         stages.append(Stage(f"encoder layer {i}", state[0], shape(state[0]), "2-D RoPE (row, col) in attention"))
     merged_tokens = hidden.pooler_output

@@ -97,4 +97,3 @@ class PackedVisionTransformer(nn.Module):
             out.hidden_states = tuple(hidden_states)
         return out
 
-    forward_packed = forward  # the name this tower's forward had (minivlm/trace_qwen2_vl.py calls it)
