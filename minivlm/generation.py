@@ -29,6 +29,7 @@ import torch
 
 from .beam_search import beam_search
 from .blocks.kv_cache import StaticKVCache
+from .blocks.token_ids import check_one_input
 from .logits_processors import ScoreSettings, process_scores, top_k_filter, top_p_filter  # noqa: F401 (re-exported)
 from .stop_strings import StopStrings
 
@@ -188,9 +189,7 @@ def generate(model, input_ids=None, attention_mask=None, inputs_embeds=None, *, 
     allocated once for prompt + max_new_tokens positions and written in place (blocks/kv_cache.py);
     False grows it by concatenation each step (the readable form; same numbers).
     """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("generate needs exactly one of input_ids or inputs_embeds; got "
-                         + ("both" if input_ids is not None else "neither"))
+    check_one_input(input_ids, inputs_embeds, "generate")
     if not use_cache and input_ids is None:
         raise ValueError("use_cache=False re-feeds the token ids, so it needs input_ids, not inputs_embeds")
     prompt = input_ids if input_ids is not None else inputs_embeds
