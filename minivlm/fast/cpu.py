@@ -38,33 +38,23 @@ PROBE_ROWS = 4
 ENV_SWITCH = "MINIVLM_MATVEC"  # "off": never route; "on": skip the speed half (equality still checked)
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` line of /proc/cpuinfo ("" where there is none, e.g. not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
 
 
 @functools.lru_cache(maxsize=None)
 def cpu_info() -> dict:
     """The CPU as a benchmark or a bug report should name it: model, the bf16-relevant ISA, and the
     kernels torch dispatches to (ATen's capability, oneDNN's ISA cap if one is set)."""
-    flags = _cpu_flags()
+    flags = set(_cpuinfo_field("flags").split())
     if {"amx_tile", "amx_bf16"} <= flags:
         isa = "AMX"
     elif "avx512_bf16" in flags:
@@ -76,7 +66,7 @@ def cpu_info() -> dict:
     else:
         isa = "other"
     return {
-        "model": _cpu_model(),
+        "model": _cpuinfo_field("model name") or platform.processor() or platform.machine(),
         "isa": isa,
         "amx": "amx_tile" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
